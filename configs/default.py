@@ -1,0 +1,155 @@
+"""The reference SRRGAN recipe (SPEC.md): full-size model, 256px patches, batch 64.
+
+Meant for GPUs/TPUs. Every number of the original system lives here; variants
+(`quickstart.py`, `tiny.py`) import this and override a few fields. Any field can
+be changed on the command line, e.g. `--config.loss.gan_weight=0.1`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the full-size reference configuration."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Root seed: model init, data order, degradation, dropout.
+  c.scale = 2  # Super-resolution factor (2 or 4).
+
+  # --- Generator: hybrid U-Net with SE + spatial attention (SPEC "Generator").
+  m = c.model = ml_collections.ConfigDict()
+  m.stem_channels = 64  # Width of the stem conv, head and tail blocks.
+  m.num_head_blocks = 4  # Residual head blocks after the stem.
+  m.encoder_channels = (64, 128, 256)  # One stride-2 encoder stage per entry.
+  m.num_bottleneck_blocks = 5  # Residual blocks at the lowest resolution.
+  m.decoder_channels = (128, 64, 64)  # PixelShuffle decoder stages, deepest first.
+  m.num_tail_blocks = 2  # Residual tail blocks before the output conv.
+  m.se_ratio = 8  # Squeeze-excitation channel reduction.
+  m.spatial_attention_kernel = 7  # CBAM spatial-attention conv size.
+  m.groupnorm_groups = 32  # GroupNorm groups (clipped to the channel count).
+  m.groupnorm_epsilon = 1e-3  # Keras GroupNormalization default.
+  m.leaky_slope = 0.1  # LeakyReLU negative slope.
+  m.dropout_rate = 0.05  # Spatial (channel) dropout in bottleneck/decoder.
+  m.compute_dtype = 'float32'  # 'bfloat16' for mixed precision (params stay f32).
+
+  # --- Discriminator: spectral-normalised PatchGAN (SPEC "Discriminator").
+  d = c.disc = ml_collections.ConfigDict()
+  d.channels = (64, 128, 256, 512)  # Conv widths before the 1-channel head.
+  d.strides = (2, 2, 2, 1)  # Strides of those convs (head has stride 1).
+  d.kernel_size = 4  # All discriminator convs are 4x4.
+  d.leaky_slope = 0.2  # LeakyReLU negative slope.
+  d.init_stddev = 0.02  # Normal kernel initialiser std.
+  d.spectral_norm = True  # SN on every conv but the first.
+  d.power_iterations = 1  # Power iterations per training step.
+  d.compute_dtype = 'float32'  # The original kept D in float32.
+
+  # --- Data (SPEC "Data pipeline").
+  data = c.data = ml_collections.ConfigDict()
+  data.train_dir = ''  # HR training images (folder, recursive); '' = built-in samples.
+  data.val_dir = ''  # HR validation images; '' = built-in samples (held out).
+  data.test_dir = ''  # HR test images for evaluation (e.g. BSDS100).
+  data.patch_size = 256  # HR training patch; LR patch is patch_size // scale.
+  data.batch_size = 64  # Global batch, split over all devices of all hosts.
+  data.eval_batch_size = 16  # Global batch for validation/test patches.
+  data.patches_per_image = 1  # Random patches cut per decoded image (>1 saves decodes).
+  data.num_workers = 2  # Grain worker processes per host (0 = in-process).
+  data.prefetch_buffer_size = 4  # Batches each worker prepares ahead.
+  data.steps_per_epoch = 0  # Steps per epoch; 0 = one pass over the training set.
+  data.max_val_images = 0  # Cap on validation images; 0 = all.
+  data.num_sample_images = 4  # Fixed validation patches shown in sample grids.
+
+  # --- Augmentation of HR training patches (SPEC "Data pipeline" step 2-3).
+  a = c.augment = ml_collections.ConfigDict()
+  a.hflip = True  # Random horizontal flip.
+  a.vflip = True  # Random vertical flip.
+  a.rot90 = True  # Random rot90, k in 0..3.
+  a.brightness_delta = 0.05  # Additive brightness shift in [-d, d].
+  a.contrast_range = (0.9, 1.1)  # Contrast factor range.
+  a.saturation_range = (0.9, 1.1)  # Saturation factor range.
+  a.hue_delta = 0.06  # Hue shift in [-d, d] (fraction of a full turn).
+
+  # --- Degradation HR -> LR (SPEC "Degradation model").
+  g = c.degradation = ml_collections.ConfigDict()
+  g.reproduce_original_code = False  # True: keras_cv 3x7 blur + random-sigma "fixed" blur.
+  g.gaussian_blur_prob = 0.5  # P(Gaussian blur), else box blur.
+  g.gaussian_kernel_sizes = (3, 5, 7)  # Odd square Gaussian kernel sizes.
+  g.gaussian_sigma_range = (0.2, 1.2)  # Gaussian sigma range.
+  g.box_kernel_sizes = (3, 5)  # Box (uniform) kernel sizes.
+  g.resize_methods = ('bilinear', 'bicubic', 'area')  # Downsampling choices.
+  g.noise_before_jpeg_prob = 0.5  # P(noise then JPEG), else JPEG then noise.
+  g.gaussian_noise_prob = 0.5  # P(Gaussian noise), else Poisson noise.
+  g.gaussian_noise_std_range = (1 / 255, 15 / 255)  # Gaussian noise std range.
+  g.poisson_scale_range = (10.0, 60.0)  # Poisson: poisson(img * s) / s.
+  g.jpeg_prob = 0.8  # P(JPEG compression).
+  g.jpeg_quality_range = (60, 95)  # JPEG quality range (inclusive).
+  g.eval_blur_kernel_size = 5  # Deterministic Gaussian blur kernel.
+  g.eval_blur_sigma = 1.0  # Deterministic Gaussian blur sigma.
+  g.eval_resize_method = 'area'  # Deterministic downsampling.
+  g.eval_noise_std = 10 / 255  # Deterministic Gaussian noise std (seeded per image).
+  g.eval_jpeg_quality = 75  # Deterministic JPEG quality.
+
+  # --- Losses (SPEC "Losses"); phase-3 weights live here too.
+  loss = c.loss = ml_collections.ConfigDict()
+  loss.perceptual_layers = ('block2_conv2', 'block3_conv4', 'block4_conv4',
+                            'block5_conv4')  # VGG19 taps (after ReLU).
+  loss.perceptual_layer_weights = (0.303, 0.303, 0.242, 0.151)  # Per-tap weights.
+  loss.real_label = 0.9  # One-sided label smoothing for D's real target.
+  loss.phase2_perceptual_weight = 1e-3  # Phase 2: MAE + w * perceptual.
+  loss.pixel_weight = 20.0  # Phase 3 generator: MAE weight.
+  loss.perceptual_weight = 0.05  # Phase 3 generator: perceptual weight.
+  loss.gan_weight = 0.05  # Phase 3 generator: adversarial weight.
+
+  # --- Pretrained networks (see `python -m srrgan_jax.weights --help`).
+  w = c.weights = ml_collections.ConfigDict()
+  w.vgg19_file = ''  # vgg19_caffe.npz; '' = look in $SRRGAN_WEIGHTS_DIR or cache.
+  w.lpips_file = ''  # lpips_vgg16.npz; '' = look in $SRRGAN_WEIGHTS_DIR or cache.
+
+  # --- Training phases (SPEC "Three-phase training").
+  c.phases = (1, 2, 3)  # Which phases to run, in order.
+  c.init_checkpoint = ''  # Start the first phase run from this checkpoint dir.
+  c.ema_decay = 0.999  # EMA of generator weights, used for eval/inference.
+  c.log_every_steps = 10  # Train-metric logging period.
+  c.sample_every_epochs = 5  # LR | SR | HR sample grid period.
+
+  p1 = c.phase1 = ml_collections.ConfigDict()
+  p1.epochs = 100  # Maximum epochs.
+  p1.learning_rate = 5e-4  # Adam learning rate.
+  p1.weight_decay = 1e-4  # Decoupled weight decay (AdamW).
+  p1.plateau_factor = 0.5  # Reduce-on-plateau LR factor.
+  p1.plateau_patience = 5  # Epochs without val improvement before reducing.
+  p1.min_learning_rate = 1e-6  # Reduce-on-plateau floor.
+  p1.early_stop_patience = 15  # Epochs without improvement before stopping.
+
+  p2 = c.phase2 = ml_collections.ConfigDict()
+  p2.epochs = 100  # Maximum epochs.
+  p2.learning_rate = 1e-5  # Adam learning rate.
+  p2.weight_decay = 5e-5  # Decoupled weight decay (AdamW).
+  p2.plateau_factor = 0.5  # Reduce-on-plateau LR factor.
+  p2.plateau_patience = 4  # Epochs without val improvement before reducing.
+  p2.min_learning_rate = 5e-8  # Reduce-on-plateau floor.
+  p2.early_stop_patience = 16  # Epochs without improvement before stopping.
+
+  p3 = c.phase3 = ml_collections.ConfigDict()
+  p3.epochs = 40  # Adversarial epochs (cosine decay spans all of them).
+  p3.g_learning_rate = 5e-5  # Generator Adam LR (cosine decay to 0).
+  p3.d_learning_rate = 2.5e-5  # Discriminator Adam LR (cosine decay to 0).
+  p3.b1 = 0.5  # Adam beta1 for G and D.
+  p3.clip_norm = 1.0  # Gradient clipping norm.
+  p3.clip_mode = 'per_tensor'  # 'per_tensor' (Keras clipnorm) or 'global'.
+  p3.save_every_epochs = 4  # Keep a checkpoint every N epochs (all kept).
+
+  ck = c.checkpoint = ml_collections.ConfigDict()
+  ck.save_latest_every_steps = 500  # Latest (resume) checkpoint period.
+  ck.async_save = True  # Orbax asynchronous saves.
+
+  # --- Multi-host (see README "Several hosts").
+  dist = c.distributed = ml_collections.ConfigDict()
+  dist.initialize = False  # Call jax.distributed.initialize() (auto-detects SLURM/TPU).
+  dist.coordinator_address = ''  # host:port; '' = auto-detect.
+  dist.num_processes = 0  # 0 = auto-detect.
+  dist.process_id = -1  # -1 = auto-detect.
+
+  # --- Inference (SPEC "Tiled full-image inference").
+  inf = c.inference = ml_collections.ConfigDict()
+  inf.tile = 128  # LR tile size.
+  inf.overlap = 32  # LR tile overlap.
+  inf.batch_size = 16  # Tiles per forward call.
+  return c

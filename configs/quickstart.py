@@ -1,0 +1,29 @@
+"""CPU quickstart: the reference system shrunk to run all phases in ~10 min on 2 cores.
+
+Same architecture and losses as `default.py`; smaller patches, batches and step
+counts, and the built-in sample photos as data. This is what `python train.py`
+runs with no arguments.
+"""
+
+from configs import default
+
+
+def get_config():
+  """Returns the quickstart configuration."""
+  c = default.get_config()
+  c.data.patch_size = 64  # HR 64 -> LR 32 patches keep CPU steps short.
+  c.data.batch_size = 4  # Small global batch (XLA:CPU scales badly with batch).
+  c.data.eval_batch_size = 4  # Validation batch.
+  c.data.patches_per_image = 8  # Several patches per decode of the small photo set.
+  c.data.num_workers = 0  # In-process loading: 2 cores are busy with the model.
+  c.data.steps_per_epoch = 25  # Short epochs so plateau/early-stop logic runs.
+  c.data.max_val_images = 4  # Validation images (held-out sample photos).
+  c.phase1.epochs = 6  # Pixel-loss epochs.
+  c.phase2.epochs = 2  # Perceptual epochs.
+  c.phase3.epochs = 2  # Adversarial epochs.
+  c.phase3.save_every_epochs = 1  # Checkpoint every epoch (all ranked later).
+  c.sample_every_epochs = 2  # Sample grid period.
+  c.log_every_steps = 5  # Logging period.
+  c.checkpoint.save_latest_every_steps = 25  # Resume checkpoint period.
+  c.ema_decay = 0.99  # Short runs need a faster EMA.
+  return c

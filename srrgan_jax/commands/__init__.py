@@ -1,0 +1,1 @@
+"""Command-line entry points (`train.py`, `eval.py`, `infer.py` and the console scripts)."""

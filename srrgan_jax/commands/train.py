@@ -1,0 +1,34 @@
+"""`python train.py`: the three SRRGAN training phases as one command."""
+
+import pathlib
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+import configs
+
+_QUICKSTART = str(pathlib.Path(configs.__file__).parent / 'quickstart.py')
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', _QUICKSTART, 'Training configuration file (ml-collections); '
+    'override fields with --config.field=value.', lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', 'runs/quickstart', 'Run directory: checkpoints, logs, samples, plots. '
+    'Running again with the same workdir resumes.')
+_PRINT_CONFIG = flags.DEFINE_bool(
+    'print_config', False, 'Print the resolved configuration and exit.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if _PRINT_CONFIG.value:
+    print(_CONFIG.value)
+    return
+  from srrgan_jax.train import loop  # Imported late so --help stays fast.
+  loop.run(_CONFIG.value, _WORKDIR.value)
+
+
+def run():
+  app.run(main)
