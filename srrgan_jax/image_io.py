@@ -41,41 +41,53 @@ class LoadedImage:
     return self.rgb.shape[1]
 
 
-def _to_unit_float(pixels: np.ndarray, path) -> tuple[np.ndarray, int]:
+def to_unit_float(pixels: np.ndarray, path='image') -> np.ndarray:
+  """uint8/uint16/float pixels -> float32 in [0, 1] (float input is clipped)."""
   if pixels.dtype == np.uint8:
-    return pixels.astype(np.float32) / 255.0, 8
+    return pixels.astype(np.float32) * np.float32(1 / 255)
   if pixels.dtype == np.uint16:
-    return pixels.astype(np.float32) / 65535.0, 16
+    return pixels.astype(np.float32) * np.float32(1 / 65535)
   if pixels.dtype in (np.float32, np.float64):  # e.g. float TIFF: assume [0, 1].
-    return np.clip(pixels.astype(np.float32), 0.0, 1.0), 16
+    return np.clip(pixels.astype(np.float32), 0.0, 1.0)
   raise ImageReadError(
       f'{path}: unsupported pixel type {pixels.dtype}; convert it to 8- or '
       '16-bit PNG/TIFF.')
 
 
-def read_image(path: str | os.PathLike) -> LoadedImage:
-  """Decodes an image file; raises ImageReadError naming the file on failure."""
+def decode_raw(path: str | os.PathLike, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+  """Decodes with OpenCV `flags`, keeping the integer type and BGR(A) order.
+
+  Raises ImageReadError naming the file when it cannot be read or decoded.
+  """
   path = str(path)
   try:
     encoded = np.fromfile(path, dtype=np.uint8)  # Works with non-ASCII paths.
   except OSError as e:
     raise ImageReadError(f'{path}: cannot read file ({e}).') from e
-  pixels = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
+  pixels = cv2.imdecode(encoded, flags) if encoded.size else None
   if pixels is None:
     raise ImageReadError(
         f'{path}: not a decodable image (corrupt, truncated or unsupported '
         f'format; supported: {", ".join(IMAGE_SUFFIXES)}).')
+  return pixels
+
+
+def read_image(path: str | os.PathLike) -> LoadedImage:
+  """Decodes an image file; raises ImageReadError naming the file on failure."""
+  path = str(path)
+  pixels = decode_raw(path)
   if pixels.ndim == 3 and pixels.shape[2] == 1:
     pixels = pixels[:, :, 0]
+  bit_depth = 8 if pixels.dtype == np.uint8 else 16
   if pixels.ndim == 2:
-    gray, bit_depth = _to_unit_float(pixels, path)
+    gray = to_unit_float(pixels, path)
     rgb = np.repeat(gray[:, :, None], 3, axis=2)
     return LoadedImage(rgb, None, bit_depth, True, path)
   if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
     raise ImageReadError(
         f'{path}: {pixels.shape} is not a grayscale, RGB or RGBA image; '
         'convert it to one of those.')
-  values, bit_depth = _to_unit_float(pixels, path)
+  values = to_unit_float(pixels, path)
   alpha = values[:, :, 3].copy() if values.shape[2] == 4 else None
   rgb = np.ascontiguousarray(values[:, :, 2::-1])  # BGR(A) -> RGB.
   return LoadedImage(rgb, alpha, bit_depth, False, path)
