@@ -1,0 +1,325 @@
+"""Evaluation: LPIPS ranking, comparison table, plots, folder scoring, clear errors.
+
+Runs the whole evaluation on a tiny run trained here (random stand-in VGG/LPIPS
+weights, real photos from scikit-image) and checks the numbers against a direct
+recomputation with the generator, `metrics` and `perceptual.lpips`.
+"""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import skimage.data
+
+from configs import tiny
+from srrgan_jax import checkpoints
+from srrgan_jax import evaluation
+from srrgan_jax import image_io
+from srrgan_jax import metrics
+from srrgan_jax import models
+from srrgan_jax import perceptual
+from srrgan_jax import weights
+
+REPO = Path(__file__).resolve().parent.parent
+# Table numbers are means of float32 per-image values; recomputation order differs.
+ATOL = {'psnr': 1e-3, 'ssim': 1e-5, 'mae': 1e-5, 'lpips': 1e-5}
+
+
+def _write_photos(folder: Path, names, size, stride=3, suffix='.png'):
+  """Real photos, subsampled to a few dozen pixels (keeps detail, stays tiny)."""
+  for name in names:
+    pixels = getattr(skimage.data, name)()[90:90 + size[0] * stride:stride,
+                                           120:120 + size[1] * stride:stride]
+    image_io.write_image(folder / f'{name}{suffix}', pixels / 255.0)
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+  """Random stand-in weights via $SRRGAN_WEIGHTS_DIR and tiny photo folders."""
+  root = tmp_path_factory.mktemp('evaluation')
+  weights.write_random_weights(root / 'weights')
+  _write_photos(root / 'train', ('astronaut', 'chelsea'), (64, 64))
+  _write_photos(root / 'val', ('coffee',), (48, 48))
+  # 44x52: not a multiple of the crop, the tile or the generator's size multiple.
+  _write_photos(root / 'test', ('rocket', 'astronaut', 'coffee'), (44, 52))
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv(weights.WEIGHTS_DIR_ENV, str(root / 'weights'))
+    patch.setenv(weights.CACHE_DIR_ENV, str(root / 'cache'))
+    yield root
+
+
+@pytest.fixture(scope='module')
+def trained_run(env):
+  """Phases 1-3 of the tiny config, a step per epoch; two phase-3 checkpoints."""
+  from srrgan_jax.train import loop
+  config = tiny.get_config()
+  config.data.train_dir = str(env / 'train')
+  config.data.val_dir = str(env / 'val')
+  config.weights.auto_fetch = False  # A missing file must fail, never download.
+  config.data.steps_per_epoch = 1
+  config.phase1.epochs = 1
+  config.phase2.epochs = 1
+  config.phase3.epochs = 2
+  config.ema_decay = 0.5  # Checkpoints a step apart then differ visibly.
+  loop.run(config, env / 'run')
+  return env / 'run'
+
+
+@pytest.fixture(scope='module')
+def evaluated(env, trained_run):
+  """The default evaluation (centre crops, RGB) of the run, with the runner kept."""
+  runners, lines = [], []
+
+  class RecordingRunner(evaluation.GeneratorRunner):
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      runners.append(self)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(evaluation, 'GeneratorRunner', RecordingRunner)
+    report = evaluation.evaluate_run(trained_run, env / 'test', out_dir=env / 'eval',
+                                     log=lines.append)
+  return report, runners[0], lines
+
+
+def _lpips_params():
+  return perceptual.load_lpips_params(tiny.get_config())
+
+
+def _direct_scores(sr, hr, *, crop_border, y_channel=False):
+  """Per-image metrics computed straight from the library functions."""
+  sr = jnp.clip(jnp.asarray(sr), -1, 1)
+  hr = jnp.asarray(hr)
+  to01 = lambda x: (x + 1) / 2
+  return {
+      'psnr': np.asarray(metrics.psnr(to01(sr), to01(hr), crop_border=crop_border,
+                                      y_channel=y_channel)),
+      'ssim': np.asarray(metrics.ssim(to01(sr), to01(hr), crop_border=crop_border,
+                                      y_channel=y_channel)),
+      'mae': np.asarray(metrics.mae(sr, hr)),
+      'lpips': np.asarray(perceptual.lpips(_lpips_params(), sr, hr)),
+  }
+
+
+def _assert_row_matches(row, direct):
+  for name in evaluation.METRIC_NAMES:
+    assert abs(row[name] - float(np.mean(direct[name]))) < ATOL[name], (
+        row['key'], name, row[name], np.mean(direct[name]))
+
+
+def test_table_structure_and_direct_recomputation(evaluated, trained_run, env):
+  report, _, _ = evaluated
+  keys = [row['key'] for row in report['rows']]
+  assert keys == ['bilinear', 'bicubic', 'phase1_best', 'phase2_best', 'srrgan']
+  assert report['num_images'] == 3 and report['protocol']['crop_size'] == 32
+  assert report['protocol']['crop_border'] == 2 and report['protocol']['use_ema']
+
+  config = evaluation.load_run_config(trained_run)
+  test = evaluation.load_test_set(env / 'test', config,
+                                  evaluation.make_protocol(config))
+  lr, hr = np.stack(test.lr), np.stack(test.hr)
+  assert lr.shape == (3, 16, 16, 3) and hr.shape == (3, 32, 32, 3)
+  rows = {row['key']: row for row in report['rows']}
+  bilinear = jax.image.resize(lr, hr.shape, 'bilinear')
+  _assert_row_matches(rows['bilinear'], _direct_scores(bilinear, hr, crop_border=2))
+
+  generator = models.build_generator(config)
+  selected = checkpoints.read_selected(trained_run)
+  for key, phase, step in (('phase1_best', 1, rows['phase1_best']['step']),
+                           ('srrgan', 3, selected['step'])):
+    _, params = checkpoints.load_generator(trained_run, phase=phase, step=step)
+    sr = generator.apply({'params': params}, lr, train=False)
+    _assert_row_matches(rows[key], _direct_scores(sr, hr, crop_border=2))
+    per_image = report['per_image'][key]
+    assert list(per_image) == test.names
+
+
+def test_ranking_selects_lowest_lpips_and_is_recorded(evaluated, trained_run, env):
+  report, runner, lines = evaluated
+  phase3 = checkpoints.list_checkpoints(trained_run, 3)
+  ranking = report['ranking']
+  assert len(phase3) == 2 and len(ranking) == 2
+  assert sorted(e['step'] for e in ranking) == [s for s, _ in phase3]
+  assert [e['rank'] for e in ranking] == [1, 2]
+  assert ranking[0]['lpips'] <= ranking[1]['lpips']
+  # The network was compiled once for both baselines' rows' checkpoints and all of phase 3.
+  assert runner.apply._cache_size() == 1  # pylint: disable=protected-access
+
+  selected = checkpoints.read_selected(trained_run)
+  assert (selected['phase'], selected['step']) == (3, ranking[0]['step'])
+  assert selected['lpips'] == pytest.approx(ranking[0]['lpips'])
+  row = report['rows'][-1]
+  assert (row['step'], row['lpips']) == (ranking[0]['step'], ranking[0]['lpips'])
+  # infer.py's default (the run dir) now resolves to the selected checkpoint.
+  _, chosen = checkpoints.load_generator(trained_run)
+  _, expected = checkpoints.load_generator(trained_run, phase=3, step=selected['step'])
+  jax.tree.map(np.testing.assert_array_equal, chosen, expected)
+
+  saved = json.loads((env / 'eval' / 'ranking.json').read_text())
+  assert [e['step'] for e in saved['ranking']] == [e['step'] for e in ranking]
+  assert saved['selected']['step'] == ranking[0]['step']
+  printed = '\n'.join(lines)
+  assert all(f'{e["lpips"]:7.4f}' in printed for e in ranking)
+
+
+def test_outputs_carry_the_protocol(evaluated, env):
+  report, _, _ = evaluated
+  out = env / 'eval'
+  markdown = (out / 'results.md').read_text()
+  assert '| Model | Checkpoint | PSNR (dB) ↑ | SSIM ↑ | MAE ↓ | LPIPS ↓ |' in markdown
+  assert '## Protocol' in markdown and '32x32 HR centre crops' in markdown
+  assert '2 border pixels cropped' in markdown and 'on RGB' in markdown
+  with open(out / 'results.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['key'] for r in rows] == [r['key'] for r in report['rows']]
+  assert rows[0]['images'] == 'centre crop 32' and rows[0]['channel'] == 'RGB'
+  assert float(rows[2]['psnr']) == pytest.approx(report['rows'][2]['psnr'])
+  saved = json.loads((out / 'results.json').read_text())
+  assert saved['protocol'] == report['protocol'] and saved['rows'] == report['rows']
+  for name in ('perception_distortion.png', 'comparison.png'):
+    image = image_io.read_image(out / name)
+    assert image.height > 200 and image.width > 200
+    assert image.rgb.std() > 0.05  # Not a blank canvas.
+
+
+def test_full_images_y_channel_raw_weights(trained_run, env, tmp_path):
+  run = tmp_path / 'run'
+  shutil.copytree(trained_run, run)
+  report = evaluation.evaluate_run(
+      run, env / 'test', out_dir=tmp_path / 'eval', full_images=True, y_channel=True,
+      crop_border=0, use_ema=False, num_figure_images=1, log=lambda _: None)
+  protocol = report['protocol']
+  assert (protocol['crop_size'], protocol['y_channel'], protocol['crop_border'],
+          protocol['use_ema']) == (0, True, 0, False)
+  assert 'Y channel (ITU-R BT.601' in (tmp_path / 'eval' / 'results.md').read_text()
+  config = evaluation.load_run_config(run)
+  test = evaluation.load_test_set(env / 'test', config,
+                                  evaluation.make_protocol(config, full_images=True))
+  lr, hr = np.stack(test.lr), np.stack(test.hr)
+  assert lr.shape == (3, 22, 26, 3) and hr.shape == (3, 44, 52, 3)
+  bicubic = jax.image.resize(lr, hr.shape, 'bicubic')
+  _assert_row_matches(report['rows'][1],
+                      _direct_scores(bicubic, hr, crop_border=0, y_channel=True))
+  assert all(np.isfinite(row[m]) for row in report['rows'] for m in evaluation.METRIC_NAMES)
+  assert checkpoints.read_selected(run)['protocol']['use_ema'] is False
+
+
+def test_folder_scoring_matches_metrics(env, tmp_path):
+  hr_dir, sr_dir = tmp_path / 'hr', tmp_path / 'sr'
+  # The size and protocol of the full-image test: its compiled scorer is reused.
+  _write_photos(hr_dir, ('rocket', 'coffee'), (44, 52))
+  _write_photos(hr_dir / 'sub', ('chelsea',), (44, 52))
+  for path in image_io.list_images(hr_dir):
+    hr = image_io.read_rgb(path)
+    low = jax.image.resize(hr, (22, 26, 3), 'linear', antialias=True)
+    target = sr_dir / path.relative_to(hr_dir).with_suffix('.jpg')  # Suffix may differ.
+    image_io.write_image(target, np.clip(jax.image.resize(low, hr.shape, 'cubic'), 0, 1))
+  lines = []
+  scores = evaluation.score_folders(sr_dir, hr_dir, crop_border=0, y_channel=True,
+                                    log=lines.append)
+  assert scores['num_images'] == 3 and not scores['unmatched_hr']
+  assert set(scores['per_image']) == {'coffee', 'rocket', 'sub/chelsea'}
+  sr = np.stack([image_io.read_rgb(sr_dir / 'sub' / 'chelsea.jpg')]) * 2 - 1
+  hr = np.stack([image_io.read_rgb(hr_dir / 'sub' / 'chelsea.png')]) * 2 - 1
+  direct = _direct_scores(sr, hr, crop_border=0, y_channel=True)
+  for name in evaluation.METRIC_NAMES:
+    assert scores['per_image']['sub/chelsea'][name] == pytest.approx(
+        float(direct[name][0]), abs=ATOL[name])
+  assert scores['mean']['psnr'] == pytest.approx(
+      np.mean([s['psnr'] for s in scores['per_image'].values()]))
+
+  image_io.write_image(sr_dir / 'rocket.jpg', np.zeros((44, 50, 3)))
+  with pytest.raises(evaluation.EvaluationError,
+                     match=r'rocket\.jpg is 44x50 but its ground truth .*rocket\.png is 44x52'):
+    evaluation.score_folders(sr_dir, hr_dir)
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(evaluation.EvaluationError, match='no images found.*--sr_dir'):
+    evaluation.score_folders(tmp_path / 'empty', hr_dir)
+
+
+def test_bad_run_inputs_are_clear_errors(trained_run, env, tmp_path, monkeypatch):
+  with pytest.raises(evaluation.EvaluationError, match='does not exist'):
+    evaluation.evaluate_run(tmp_path / 'nowhere', env / 'test')
+  bare = tmp_path / 'bare'
+  bare.mkdir()
+  shutil.copy(trained_run / 'config.json', bare / 'config.json')
+  with pytest.raises(evaluation.EvaluationError, match='no checkpoints.*train first'):
+    evaluation.evaluate_run(bare, env / 'test')
+
+  (tmp_path / 'no_images').mkdir()
+  with pytest.raises(evaluation.EvaluationError, match='no images found.*--test_dir'):
+    evaluation.evaluate_run(trained_run, tmp_path / 'no_images', out_dir=tmp_path / 'o')
+
+  with pytest.raises(weights.MissingWeightsError, match='lpips_vgg16.npz'):
+    evaluation.evaluate_run(trained_run, env / 'test', lpips_file=str(tmp_path / 'x.npz'))
+  monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / 'no_weights'))
+  with pytest.raises(weights.MissingWeightsError,
+                     match='lpips_vgg16.npz not found.*srrgan_jax.weights fetch'):
+    evaluation.evaluate_run(trained_run, env / 'test')
+
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  with pytest.raises(evaluation.EvaluationError, match='single host'):
+    evaluation.evaluate_run(trained_run, env / 'test')
+
+
+def test_checkpoint_of_another_architecture_is_refused(trained_run, env, tmp_path):
+  run = tmp_path / 'run'
+  shutil.copytree(trained_run, run)
+  config = json.loads((run / 'config.json').read_text())
+  config['model']['stem_channels'] = 16  # As if the checkpoints came from another run.
+  (run / 'config.json').write_text(json.dumps(config))
+  with pytest.raises(evaluation.EvaluationError,
+                     match=r'another architecture.*model\.stem_channels: checkpoint 8'):
+    evaluation.evaluate_run(run, env / 'test', out_dir=tmp_path / 'eval',
+                            log=lambda _: None)
+
+  # Same config but foreign parameters (e.g. a hand-made tree): named by parameter.
+  runner = evaluation.GeneratorRunner(tiny.get_config(),
+                                      evaluation.make_protocol(tiny.get_config()))
+  other = tiny.get_config()
+  other.model.encoder_channels = (8, 16, 32)
+  other.model.decoder_channels = (32, 8, 8)
+  foreign = jax.eval_shape(lambda: models.init_generator(other, jax.random.key(0)))
+  with pytest.raises(evaluation.EvaluationError,
+                     match=r'bottleneck_0/conv1/kernel has shape \(3, 3, 32, 32\), '
+                     r'expected \(3, 3, 16, 16\)'):
+    runner.check_params(foreign['params'], 'foreign.ckpt')
+
+
+def test_command_line(env, tmp_path):
+  """eval.py: --help documents the protocol; errors are one clear line."""
+  result = subprocess.run([sys.executable, str(REPO / 'eval.py'), '--help'],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+  assert 'Protocol options' in result.stdout  # absl exits 1 after --help.
+  for flag in ('workdir', 'test_dir', 'sr_dir', 'hr_dir', 'full_images', 'y_channel',
+               'crop_border', 'raw', 'json'):
+    assert f'{flag}: ' in result.stdout, flag
+  result = subprocess.run(
+      [sys.executable, str(REPO / 'eval.py'), f'--workdir={tmp_path / "missing"}',
+       f'--test_dir={env / "test"}'], capture_output=True, text=True, timeout=120,
+      cwd=REPO)
+  assert result.returncode == 1
+  assert 'eval: error:' in result.stderr and 'does not exist' in result.stderr
+  assert 'Traceback' not in result.stderr
+
+  sr_dir = tmp_path / 'sr'
+  shutil.copytree(env / 'test', sr_dir)
+  image_io.write_image(sr_dir / 'rocket.png', image_io.read_rgb(sr_dir / 'rocket.png') * 0.9)
+  result = subprocess.run(
+      [sys.executable, str(REPO / 'eval.py'), f'--sr_dir={sr_dir}',
+       f'--hr_dir={env / "test"}', f'--json={tmp_path / "scores.json"}'],
+      capture_output=True, text=True, timeout=300, cwd=REPO)
+  assert result.returncode == 0, result.stderr
+  scores = json.loads((tmp_path / 'scores.json').read_text())
+  assert scores['protocol'] == {'crop_size': 0, 'y_channel': False, 'crop_border': 2}
+  assert np.isinf(scores['per_image']['coffee']['psnr'])  # Identical files.
+  assert scores['per_image']['coffee']['ssim'] == pytest.approx(1.0, abs=1e-6)
+  assert 15 < scores['per_image']['rocket']['psnr'] < 40
+  assert 'rocket' in result.stdout and 'mean' in result.stdout
