@@ -1,0 +1,121 @@
+"""Inference speed of the full-size generator: tiled and whole-image, float32 and bfloat16.
+
+  python bench/infer.py            # 256 and 512 LR, tiled + whole, float32 + bfloat16
+  python bench/infer.py --quick    # 512 LR, float32 (tiled + whole) and bfloat16 tiled
+
+Prints one JSON object per configuration. `seconds` is the best of --repeats
+end-to-end runs of `inference.Upscaler.upscale` ([0, 1] image in, [0, 1] HR out:
+tile extraction, forward calls, Hann blending); compilation is timed apart.
+`gflop` counts the FLOPs the compiled programs execute, from XLA's cost analysis
+(`jitted.lower(...).compile().cost_analysis()`), padded batch slots included;
+`gflops` = gflop / seconds. `cpu_seconds` is this process's CPU time (all threads)
+during that run: on a shared machine, wall time includes waiting for other
+processes, CPU time does not (quiet wall time >= cpu_seconds / cores). Random
+weights: speed does not depend on them.
+
+Reference (issue 9, same 2-core CPU, original TF/Keras tiled inference, 512x512
+LR, 25 tiles, batch 64): 10.1 s, 0.10 output MP/s, 57 GFLOP/s.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from configs import default
+from srrgan_jax import inference
+from srrgan_jax import tiling
+from srrgan_jax.models import init_generator
+
+
+def parse_args():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--quick', action='store_true',
+                      help='Only 512x512: float32 tiled and whole, bfloat16 tiled.')
+  parser.add_argument('--sizes', type=int, nargs='+', default=[256, 512],
+                      help='Square LR input sizes.')
+  parser.add_argument('--modes', nargs='+', default=['tiled', 'whole'],
+                      choices=['tiled', 'whole'])
+  parser.add_argument('--dtypes', nargs='+', default=['float32', 'bfloat16'],
+                      choices=list(inference.COMPUTE_DTYPES))
+  parser.add_argument('--tile', type=int, default=128, help='LR tile size.')
+  parser.add_argument('--overlap', type=int, default=32, help='LR tile overlap.')
+  parser.add_argument('--batch_size', type=int, default=0,
+                      help='Tiles per forward call; 0 = what infer.py uses (1 on a '
+                      'CPU, config.inference.batch_size = 16 on accelerators).')
+  parser.add_argument('--repeats', type=int, default=2, help='Timed runs; the best counts.')
+  return parser.parse_args()
+
+
+def configurations(args):
+  if args.quick:
+    return [(512, 'tiled', 'float32'), (512, 'whole', 'float32'),
+            (512, 'tiled', 'bfloat16')]
+  return [(size, mode, dtype) for dtype in args.dtypes for size in args.sizes
+          for mode in args.modes]
+
+
+def main():
+  args = parse_args()
+  device = jax.devices()[0]
+  config = default.get_config()
+  params = init_generator(config, jax.random.key(0), (1, 8, 8, 3))['params']
+  image = np.random.default_rng(0).uniform(0, 1, (max(args.sizes + [512]),) * 2 + (3,))
+  image = image.astype(np.float32)
+  upscalers = {}
+  for size, mode, dtype in configurations(args):
+    tile = args.tile if mode == 'tiled' else 0
+    key = (tile, dtype)
+    if key not in upscalers:
+      upscalers[key] = inference.Upscaler(config, params, tile=tile, overlap=args.overlap,
+                                          batch_size=args.batch_size or None,
+                                          compute_dtype=dtype)
+    upscaler = upscalers[key]
+    batch_size = upscaler.batch_size
+    lr = image[:size, :size]
+    if mode == 'tiled':
+      tiles = tiling.count_tiles(size, size, args.tile, args.overlap)
+      calls = -(-tiles // batch_size)
+      shape = (batch_size, args.tile, args.tile, 3)
+    else:
+      tiles, calls = 1, 1
+      padded = size + -size % upscaler.forward.size_multiple
+      shape = (1, padded, padded, 3)
+    start = time.perf_counter()
+    upscaler.forward.compiled(shape)
+    compile_seconds = time.perf_counter() - start
+    gflop = upscaler.forward.flops(shape) * calls / 1e9
+    if mode == 'tiled':
+      upscaler.upscale(lr[:args.tile, :args.tile])  # Warm-up: first-call allocations.
+    runs = []
+    for _ in range(args.repeats):
+      start, cpu_start = time.perf_counter(), time.process_time()
+      hr = upscaler.upscale(lr)
+      runs.append((time.perf_counter() - start, time.process_time() - cpu_start))
+    seconds, cpu_seconds = min(runs)
+    print(json.dumps({
+        'bench': 'infer', 'mode': mode, 'lr_size': f'{size}x{size}',
+        'out_size': f'{hr.shape[0]}x{hr.shape[1]}', 'dtype': dtype,
+        'tile': args.tile if mode == 'tiled' else None,
+        'overlap': args.overlap if mode == 'tiled' else None,
+        'batch_size': batch_size if mode == 'tiled' else 1, 'tiles': tiles,
+        'forward_calls': calls, 'seconds': round(seconds, 3),
+        'cpu_seconds': round(cpu_seconds, 3), 'compile_seconds': round(compile_seconds, 2),
+        'out_mpix_per_s': round(hr.shape[0] * hr.shape[1] / 1e6 / seconds, 4),
+        'gflop': round(gflop, 1), 'gflops': round(gflop / seconds, 1),
+        'flops_source': 'xla_cost_analysis',
+        'device': f'{device.platform}:{device.device_kind}',
+        'cpu_count': os.cpu_count(), 'load_avg_1min': round(os.getloadavg()[0], 2),
+        'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    }), flush=True)
+
+
+if __name__ == '__main__':
+  main()

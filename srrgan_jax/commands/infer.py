@@ -1,0 +1,90 @@
+"""`python infer.py -i INPUT -o OUTPUT`: upscale (and restore) an image or a folder.
+
+  python infer.py -i photo.png -o photo_x2.png --workdir runs/quickstart
+  python infer.py -i photos/ -o upscaled/ --checkpoint runs/x/checkpoints/phase3/4000
+
+--workdir uses the run's selected model (LPIPS-best, see eval.py; else the
+latest phase-3 checkpoint, else the best earlier one), EMA weights unless --raw.
+Images are upscaled in overlapping tiles blended with Hann windows (README
+"Upscaling"); --tile 0 runs each image whole.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+_INPUT = flags.DEFINE_string(
+    'input', None, 'Image file or folder (searched recursively).', short_name='i')
+_OUTPUT = flags.DEFINE_string(
+    'output', None, 'Output image file, or folder (sub-folders of an input folder are '
+    'kept).', short_name='o')
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Training run directory: uses its selected model.')
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', None, 'A checkpoint step directory (or checkpoints/phaseN directory) '
+    'instead of --workdir.')
+_RAW = flags.DEFINE_bool(
+    'raw', False, 'Use the raw generator weights instead of their EMA.')
+_TILE = flags.DEFINE_integer(
+    'tile', None, 'LR tile size, a multiple of 8 (default: the run\'s '
+    'config.inference.tile, 128 for the reference recipe); 0 = whole images.')
+_OVERLAP = flags.DEFINE_integer(
+    'overlap', None, 'LR overlap of neighbouring tiles (default: the run\'s '
+    'config.inference.overlap, 32).')
+_BATCH_SIZE = flags.DEFINE_integer(
+    'batch_size', None, 'Tiles per forward call; memory grows with it (default: the '
+    'run\'s config.inference.batch_size on accelerators, 1 on a CPU where batches '
+    'are not faster).')
+_OUTSCALE = flags.DEFINE_float(
+    'outscale', None, 'Final size relative to the input file (e.g. 1.5 or 3; with '
+    '--degrade, 1 gives back the input\'s size): the model output is resized with '
+    'Lanczos (enlarging) or area averaging (shrinking). Default: the model\'s scale.')
+_DEGRADE = flags.DEFINE_bool(
+    'degrade', False, 'First degrade each (clean) input with the deterministic '
+    'evaluation degradation (blur, downscale, noise, JPEG), then restore it.')
+_SUFFIX = flags.DEFINE_string(
+    'suffix', '', 'Appended to each output file name stem, e.g. _x2.')
+_EXT = flags.DEFINE_string(
+    'ext', 'auto', 'Output format: auto (same as the input), png, jpg, webp, bmp, tif.')
+_OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Replace existing output files (default: keep them, skip).')
+_COMPUTE_DTYPE = flags.DEFINE_enum(
+    'compute_dtype', None, ['float32', 'bfloat16'], 'Generator compute precision '
+    '(default: the run\'s model.compute_dtype).')
+_PROGRESS = flags.DEFINE_bool('progress', True, 'Show progress bars.')
+
+flags.mark_flags_as_required(['input', 'output'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax's restore chatter is not news here.
+  # Imported late so --help stays fast.
+  from srrgan_jax import checkpoints
+  from srrgan_jax import inference
+  try:
+    summary = inference.run(
+        _INPUT.value, _OUTPUT.value, workdir=_WORKDIR.value or '',
+        checkpoint=_CHECKPOINT.value or '', use_ema=not _RAW.value, tile=_TILE.value,
+        overlap=_OVERLAP.value, batch_size=_BATCH_SIZE.value, outscale=_OUTSCALE.value,
+        degrade=_DEGRADE.value, suffix=_SUFFIX.value, ext=_EXT.value,
+        overwrite=_OVERWRITE.value, compute_dtype=_COMPUTE_DTYPE.value,
+        show_progress=_PROGRESS.value)
+  except (inference.InferenceError, checkpoints.CheckpointError, FileNotFoundError) as e:
+    sys.exit(f'Error: {e}')
+  if summary.failed:
+    sys.exit(1)
+
+
+def run():
+  # `--help` lists the flags of the script that was run (infer.py, srrgan-infer);
+  # they are defined here, so adopt them there and show this module's usage.
+  main_module = sys.modules['__main__']
+  main_module.__doc__ = __doc__
+  for flag in flags.FLAGS.get_flags_for_module(__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  app.run(main)

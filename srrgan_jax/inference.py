@@ -1,0 +1,379 @@
+"""Upscaling image files and folders with a trained generator (`infer.py`).
+
+Reads what users bring through `image_io` (any size, 8/16-bit, grayscale, alpha,
+PNG/TIFF/JPEG/WebP/BMP), runs the generator tile by tile (`tiling`), and writes
+the result alike: 16-bit in -> 16-bit out, grayscale in -> grayscale out, alpha
+upscaled separately (bicubic) and re-attached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import cv2
+from flax import traverse_util
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from srrgan_jax import image_io
+from srrgan_jax import tiling
+from srrgan_jax.models import build_generator
+
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+class InferenceError(ValueError):
+  """Bad inference options or a model that cannot be used; raised before any work."""
+
+
+def load_model(*, workdir: str = '', checkpoint: str = '', use_ema: bool = True
+               ) -> tuple[ml_collections.ConfigDict, dict]:
+  """(config, generator params) of a run directory's selected model or a checkpoint."""
+  from srrgan_jax import checkpoints  # Orbax loads only when a model is needed.
+  if bool(workdir) == bool(checkpoint):
+    raise InferenceError('Pass exactly one of --workdir RUN_DIR (the run\'s selected '
+                         'model) or --checkpoint PATH.')
+  return checkpoints.load_generator(workdir or checkpoint, use_ema=use_ema)
+
+
+def check_params_fit(config: ml_collections.ConfigDict, params, where: str = 'checkpoint'
+                     ) -> None:
+  """Raises InferenceError if `params` are not the generator that `config` describes."""
+  model = build_generator(config)
+  lr = jax.ShapeDtypeStruct((1, model.size_multiple, model.size_multiple, 3), np.float32)
+  expected = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), lr)['params']
+  expected = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(expected, sep='/').items()}
+  found = {k: tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(params, sep='/').items()}
+  if expected == found:
+    return
+  wrong = sorted(n for n in set(expected) | set(found) if expected.get(n) != found.get(n))
+  details = ', '.join(f'{n}: checkpoint {found.get(n)} vs model {expected.get(n)}'
+                      for n in wrong[:3])
+  raise InferenceError(
+      f'{where}: its generator weights do not fit the architecture in its config '
+      f'(model {dict(config.model)}, scale {config.scale}); {len(wrong)} parameters '
+      f'differ, e.g. {details}. Use the checkpoint together with the run directory '
+      'it was trained in.')
+
+
+class GeneratorForward:
+  """forward(lr_BHWC in [-1, 1]) -> HR in [-1, 1], compiled ahead of time per input shape.
+
+  The parameters are an argument of the compiled program, not constants baked
+  into it, so compiling stays fast for the full-size model. Tiled inference
+  uses a single shape; whole-image inference keeps the last few.
+  """
+
+  _MAX_COMPILED = 4
+
+  def __init__(self, config: ml_collections.ConfigDict, params, *,
+               compute_dtype: Optional[str] = None):
+    if compute_dtype:
+      if compute_dtype not in COMPUTE_DTYPES:
+        raise InferenceError(f'compute_dtype={compute_dtype!r}: use one of {COMPUTE_DTYPES}.')
+      config = ml_collections.ConfigDict(config.to_dict())
+      config.model.compute_dtype = compute_dtype
+    model = build_generator(config)
+    self.size_multiple = model.size_multiple
+    self.params = jax.device_put(params)
+    self._apply = jax.jit(lambda p, lr: model.apply({'params': p}, lr, train=False))
+    self._compiled = {}
+
+  def lower(self, shape: Sequence[int]):
+    """The program for float32 inputs of `shape`, lowered but not compiled."""
+    return self._apply.lower(self.params, jax.ShapeDtypeStruct(tuple(shape), np.float32))
+
+  def compiled(self, shape: Sequence[int]):
+    """The executable for float32 inputs of `shape` (compiled on first use)."""
+    shape = tuple(shape)
+    if shape not in self._compiled:
+      if len(self._compiled) >= self._MAX_COMPILED:
+        self._compiled.pop(next(iter(self._compiled)))
+      self._compiled[shape] = self.lower(shape).compile()
+    return self._compiled[shape]
+
+  def flops(self, shape: Sequence[int]) -> float:
+    """FLOPs of one call on `shape`, from XLA's cost analysis of the compiled program."""
+    analysis = self.compiled(shape).cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # Older jax: one dict per device.
+      analysis = analysis[0]
+    return float(analysis['flops'])
+
+  def __call__(self, lr_BHWC):
+    return self.compiled(np.shape(lr_BHWC))(self.params, lr_BHWC)
+
+
+class Upscaler:
+  """A generator plus tiling settings: upscales float RGB images in [0, 1].
+
+  tile=0 runs the whole image in one forward call (recompiles per image size and
+  needs memory for the whole image: for benchmarks and small images). Tiling
+  settings default to `config.inference`, the batch size to 1 on a CPU.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, params, *,
+               tile: Optional[int] = None, overlap: Optional[int] = None,
+               batch_size: Optional[int] = None, margin: Optional[int] = None,
+               compute_dtype: Optional[str] = None):
+    inference = config.inference
+    self.config = config
+    self.scale = int(config.scale)
+    self.tile = inference.tile if tile is None else int(tile)
+    self.overlap = inference.overlap if overlap is None else int(overlap)
+    if batch_size is None:
+      # On a CPU a batch is not faster per tile than one tile, and the padded
+      # last batch would only waste work.
+      batch_size = 1 if jax.default_backend() == 'cpu' else inference.batch_size
+    self.batch_size = int(batch_size)
+    self.margin = margin
+    self.forward = GeneratorForward(config, params, compute_dtype=compute_dtype)
+    multiple = self.forward.size_multiple
+    if self.tile < 0 or self.tile % multiple:
+      raise InferenceError(
+          f'--tile {self.tile}: the generator needs tiles that are a multiple of '
+          f'{multiple} LR pixels (or 0 for whole-image inference); try 128.')
+    if self.tile and not 0 <= self.overlap < self.tile:
+      raise InferenceError(f'--overlap {self.overlap}: must be >= 0 and smaller than '
+                           f'--tile {self.tile}; try {self.tile // 4}.')
+    if self.batch_size < 1:
+      raise InferenceError(f'--batch_size {self.batch_size}: must be at least 1.')
+
+  def num_tiles(self, height: int, width: int) -> int:
+    return tiling.count_tiles(height, width, self.tile, self.overlap) if self.tile else 1
+
+  def upscale(self, rgb: np.ndarray, progress: Optional[Callable[[int], None]] = None
+              ) -> np.ndarray:
+    """(H, W, 3) [0, 1] -> (H*scale, W*scale, 3) float32 in [0, 1]."""
+    lr = np.asarray(rgb, np.float32) * np.float32(2) - np.float32(1)
+    if self.tile:
+      hr = tiling.upscale_tiled(self.forward, lr, scale=self.scale, tile=self.tile,
+                                overlap=self.overlap, batch_size=self.batch_size,
+                                margin=self.margin, progress=progress)
+    else:
+      hr = tiling.upscale_whole(self.forward, lr, scale=self.scale,
+                                multiple=self.forward.size_multiple)
+      if progress is not None:
+        progress(1)
+    hr += 1.0  # In place: the canvas can be the largest array of the run.
+    hr *= 0.5
+    return np.clip(hr, 0.0, 1.0, out=hr)
+
+
+def resize_to(pixels: np.ndarray, height: int, width: int, *, smooth: bool = False
+              ) -> np.ndarray:
+  """Resizes with Lanczos (enlarging) or area averaging (shrinking); clips to [0, 1].
+
+  smooth=True uses bicubic, for alpha masks where Lanczos ringing shows.
+  """
+  if pixels.shape[:2] == (height, width):
+    return pixels
+  if height < pixels.shape[0] or width < pixels.shape[1]:
+    interpolation = cv2.INTER_AREA
+  else:
+    interpolation = cv2.INTER_CUBIC if smooth else cv2.INTER_LANCZOS4
+  resized = cv2.resize(pixels, (width, height), interpolation=interpolation)
+  return np.clip(resized, 0.0, 1.0, out=resized)
+
+
+def degrade_for_demo(image: image_io.LoadedImage, config: ml_collections.ConfigDict
+                     ) -> image_io.LoadedImage:
+  """The image as evaluation's deterministic degradation makes it (same per-name seed)."""
+  from srrgan_jax import data  # Imported here: plain upscaling needs no data pipeline.
+  from srrgan_jax import degradation
+  scale = int(config.scale)
+  if image.height < scale or image.width < scale:
+    raise image_io.ImageReadError(f'{image.path}: {image.width}x{image.height} pixels is '
+                                  f'too small to degrade by {scale}x.')
+  seed = data.eval_image_seed(image.path, config.degradation)
+  rgb = degradation.degrade_deterministic(image.rgb, seed, config.degradation, scale)
+  alpha = None
+  if image.alpha is not None:
+    alpha = resize_to(image.alpha, rgb.shape[0], rgb.shape[1])
+  return dataclasses.replace(image, rgb=rgb, alpha=alpha)
+
+
+def upscale_image(upscaler: Upscaler, image: image_io.LoadedImage, *,
+                  out_size: Optional[tuple[int, int]] = None,
+                  progress: Optional[Callable[[int], None]] = None
+                  ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+  """(rgb, alpha) of the upscaled image, resized to `out_size` (height, width) if given."""
+  rgb = upscaler.upscale(image.rgb, progress)
+  height, width = rgb.shape[:2]
+  if out_size is not None:
+    height, width = out_size
+    rgb = resize_to(rgb, height, width)
+  alpha = None
+  if image.alpha is not None:
+    alpha = resize_to(image.alpha, height, width, smooth=True)
+  return rgb, alpha
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """One input file and where its upscaled version goes."""
+  source: Path
+  target: Path
+
+
+def output_suffix(source: Path, ext: str) -> str:
+  """The output file extension: the source's for ext='auto', else `ext`."""
+  if ext in ('', 'auto'):
+    return source.suffix
+  suffix = '.' + ext.lower().lstrip('.')
+  if suffix not in image_io.IMAGE_SUFFIXES:
+    raise InferenceError(f'--ext {ext}: unsupported output format; use auto or one of '
+                         f'{", ".join(s.lstrip(".") for s in image_io.IMAGE_SUFFIXES)}.')
+  return suffix
+
+
+def plan_jobs(input_path, output_path, *, suffix: str = '', ext: str = 'auto') -> list[Job]:
+  """Maps the input file or folder (recursively) to output paths.
+
+  A folder keeps its sub-folder layout under OUTPUT. A single file goes to OUTPUT
+  if that names an image file, else into the folder OUTPUT. Output names are
+  `<stem><suffix><ext>`.
+  """
+  source_root, output_root = Path(input_path), Path(output_path)
+  if not source_root.exists():
+    raise InferenceError(f'{source_root}: input file or folder does not exist.')
+
+  def target_name(source: Path) -> str:
+    return source.stem + suffix + output_suffix(source, ext)
+
+  if source_root.is_dir():
+    if output_root.is_file():
+      raise InferenceError(f'{output_root}: is a file, but the input {source_root} is a '
+                           'folder; pass an output folder.')
+    jobs = [Job(s, output_root / s.relative_to(source_root).parent / target_name(s))
+            for s in image_io.list_images(source_root)]
+  elif output_root.suffix.lower() in image_io.IMAGE_SUFFIXES and not output_root.is_dir():
+    if ext not in ('', 'auto'):
+      output_root = output_root.with_suffix(output_suffix(source_root, ext))
+    jobs = [Job(source_root, output_root)]
+  else:
+    jobs = [Job(source_root, output_root / target_name(source_root))]
+  by_target = {}
+  for job in jobs:
+    if job.target.resolve() == job.source.resolve():
+      raise InferenceError(f'{job.source}: the output would replace the input; choose '
+                           'another output folder or a --suffix.')
+    if job.target in by_target:
+      raise InferenceError(f'{by_target[job.target].source} and {job.source} would both be '
+                           f'written to {job.target}; use --ext auto or rename one.')
+    by_target[job.target] = job
+  return jobs
+
+
+def check_writable(jobs: Sequence[Job]) -> None:
+  """Fails before any work if an output could not be written.
+
+  Probes, with a temporary file, the nearest existing folder of every output
+  (folders are created only when an image is written).
+  """
+  for job in jobs:
+    if job.target.is_dir():
+      raise InferenceError(f'{job.target}: is a folder, cannot write the image there.')
+  for folder in sorted({job.target.parent for job in jobs}):
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+      existing = existing.parent
+    if not existing.is_dir():
+      raise InferenceError(f'{folder}: cannot create the output folder because '
+                           f'{existing} is a file; choose another output path.')
+    try:
+      with tempfile.NamedTemporaryFile(dir=existing, prefix='.srrgan_write_test_'):
+        pass
+    except OSError as e:
+      raise InferenceError(f'{folder}: cannot write the output here ({e.strerror or e}); '
+                           'choose another output path or fix its permissions.') from e
+
+
+@dataclasses.dataclass
+class Summary:
+  """What `upscale_files` did."""
+  written: list[Path] = dataclasses.field(default_factory=list)
+  existing: list[Path] = dataclasses.field(default_factory=list)  # Kept: no --overwrite.
+  failed: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
+
+
+def upscale_files(upscaler: Upscaler, jobs: Sequence[Job], *, outscale: Optional[float] = None,
+                  overwrite: bool = False, degrade: bool = False,
+                  show_progress: bool = True) -> Summary:
+  """Upscales every job; unreadable inputs are reported and skipped."""
+  summary = Summary()
+  bar = tqdm.tqdm(jobs, unit='image', disable=not show_progress, file=sys.stderr)
+  warned_alpha = False
+  for job in bar:
+    bar.set_postfix_str(job.source.name, refresh=False)
+    if job.target.exists() and not overwrite:
+      bar.write(f'{job.target}: exists, kept (pass --overwrite to replace it).')
+      summary.existing.append(job.target)
+      continue
+    try:
+      image = image_io.read_image(job.source)
+      out_size = None
+      if outscale is not None:  # Relative to the file, also with --degrade.
+        out_size = (max(1, round(image.height * outscale)),
+                    max(1, round(image.width * outscale)))
+      if degrade:
+        image = degrade_for_demo(image, upscaler.config)
+    except image_io.ImageReadError as e:
+      bar.write(f'Skipped: {e}')
+      summary.failed.append((job.source, str(e)))
+      continue
+    tiles = upscaler.num_tiles(image.height, image.width)
+    with tqdm.tqdm(total=tiles, unit='tile', leave=False, file=sys.stderr,
+                   disable=not show_progress or len(jobs) > 1 or tiles < 2) as tile_bar:
+      rgb, alpha = upscale_image(upscaler, image, out_size=out_size, progress=tile_bar.update)
+    if alpha is not None and job.target.suffix.lower() in ('.jpg', '.jpeg', '.bmp') \
+        and not warned_alpha:
+      bar.write(f'{job.target}: {job.target.suffix} has no alpha channel; transparency '
+                'is dropped (use --ext png to keep it).')
+      warned_alpha = True
+    image_io.write_image(job.target, rgb, alpha, bit_depth=image.bit_depth,
+                         grayscale=image.grayscale)
+    summary.written.append(job.target)
+  return summary
+
+
+def run(input_path, output_path, *, workdir: str = '', checkpoint: str = '',
+        use_ema: bool = True, tile: Optional[int] = None, overlap: Optional[int] = None,
+        batch_size: Optional[int] = None, outscale: Optional[float] = None,
+        degrade: bool = False, suffix: str = '', ext: str = 'auto', overwrite: bool = False,
+        compute_dtype: Optional[str] = None, show_progress: bool = True) -> Summary:
+  """Upscales a file or folder with a run's selected model or a checkpoint.
+
+  Everything that can be checked (paths, options, the model) is checked before
+  the first image is processed.
+  """
+  if outscale is not None and not outscale > 0:
+    raise InferenceError(f'--outscale {outscale}: must be a positive factor.')
+  jobs = plan_jobs(input_path, output_path, suffix=suffix, ext=ext)
+  check_writable(jobs)
+  existing = [] if overwrite else [job.target for job in jobs if job.target.exists()]
+  todo = [job for job in jobs if job.target not in existing]
+  summary = Summary()
+  if todo:
+    config, params = load_model(workdir=workdir, checkpoint=checkpoint, use_ema=use_ema)
+    check_params_fit(config, params, where=workdir or checkpoint)
+    upscaler = Upscaler(config, params, tile=tile, overlap=overlap, batch_size=batch_size,
+                        compute_dtype=compute_dtype)
+    summary = upscale_files(upscaler, todo, outscale=outscale, overwrite=overwrite,
+                            degrade=degrade, show_progress=show_progress)
+  summary.existing[:0] = existing
+  kept = (f'{len(summary.existing)} existing output(s) kept (--overwrite replaces them).'
+          if summary.existing else '')
+  print(f'Wrote {len(summary.written)} image(s) to {output_path}. {kept}'.rstrip())
+  if summary.failed:
+    print(f'{len(summary.failed)} file(s) could not be read and were skipped:',
+          file=sys.stderr)
+    for path, _ in summary.failed:
+      print(f'  {path}', file=sys.stderr)
+  return summary
+

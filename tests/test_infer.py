@@ -1,0 +1,246 @@
+"""infer.py: what users bring (sizes, bit depths, grayscale, alpha, formats, folders), model choice."""
+
+import pathlib
+import subprocess
+import sys
+
+import cv2
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from srrgan_jax import checkpoints
+from srrgan_jax import data
+from srrgan_jax import degradation
+from srrgan_jax import image_io
+from srrgan_jax import inference
+from srrgan_jax import models
+from srrgan_jax import tiling
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+STEP = 7
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  """A tiny run with one phase-3 checkpoint whose EMA and raw weights differ."""
+  workdir = tmp_path_factory.mktemp('run')
+  config = tiny.get_config()
+  # Random weights of the right shapes (no init compile); the EMA differs from them.
+  shapes = jax.eval_shape(lambda key: models.init_generator(config, key),
+                          jax.random.key(0))['params']
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: rng.normal(0, 0.2, s.shape).astype(np.float32), shapes)
+  ema_params = jax.tree.map(lambda p: p * 0.5, params)
+  manager = checkpoints.make_manager(workdir, 3, async_save=False)
+  checkpoints.save(manager, STEP, {'params': params, 'ema_params': ema_params}, None, {},
+                   config)
+  manager.wait_until_finished()
+  manager.close()
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def checkpoint(run_dir):
+  return str(checkpoints.phase_dir(run_dir, 3) / str(STEP))
+
+
+@pytest.fixture(scope='module')
+def upscaler(checkpoint):
+  config, params = inference.load_model(checkpoint=checkpoint)
+  return inference.Upscaler(config, params)
+
+
+def write(path, pixels):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  assert cv2.imwrite(str(path), pixels), path
+
+
+def random_pixels(shape, dtype=np.uint8, seed=0):
+  return np.random.default_rng(seed).integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+
+
+def expected_rgb(upscaler, rgb01):
+  """The generator's tiled output for a [0, 1] image, computed directly."""
+  hr = tiling.upscale_tiled(upscaler.forward, rgb01 * 2 - 1, scale=2, tile=upscaler.tile,
+                            overlap=upscaler.overlap, batch_size=upscaler.batch_size)
+  return np.clip((hr + 1) / 2, 0, 1)
+
+
+def test_cli_upscales_a_folder_of_every_kind(tmp_path, checkpoint):
+  inputs, outputs = tmp_path / 'in', tmp_path / 'out'
+  write(inputs / 'odd.png', random_pixels((21, 37, 3)))
+  write(inputs / 'tiny.png', random_pixels((3, 5, 3)))
+  write(inputs / 'nested' / 'gray16.png', random_pixels((17, 30), np.uint16))
+  write(inputs / 'rgba.png', random_pixels((24, 19, 4)))
+  write(inputs / 'deep16.tif', random_pixels((18, 20, 3), np.uint16))
+  for suffix in ('.jpg', '.webp', '.bmp'):
+    write(inputs / f'photo{suffix}', random_pixels((16, 26, 3)))
+  (inputs / 'broken.png').write_bytes(b'not an image')
+  result = subprocess.run(
+      [sys.executable, str(REPO / 'infer.py'), '-i', str(inputs), '-o', str(outputs),
+       '--checkpoint', checkpoint, '--noprogress'],
+      capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert result.returncode == 1, result.stderr  # One file could not be read.
+  assert 'broken.png' in result.stderr and '1 file(s) could not be read' in result.stderr
+  assert 'Wrote 8 image(s)' in result.stdout
+  expected = {  # name: (shape, dtype)
+      'odd.png': ((42, 74, 3), np.uint8), 'tiny.png': ((6, 10, 3), np.uint8),
+      'nested/gray16.png': ((34, 60), np.uint16), 'rgba.png': ((48, 38, 4), np.uint8),
+      'deep16.tif': ((36, 40, 3), np.uint16), 'photo.jpg': ((32, 52, 3), np.uint8),
+      'photo.webp': ((32, 52, 3), np.uint8), 'photo.bmp': ((32, 52, 3), np.uint8)}
+  written = sorted(str(p.relative_to(outputs)) for p in outputs.rglob('*') if p.is_file())
+  assert written == sorted(expected)
+  for name, (shape, dtype) in expected.items():
+    pixels = cv2.imread(str(outputs / name), cv2.IMREAD_UNCHANGED)
+    assert pixels.shape == shape and pixels.dtype == dtype, name
+
+
+def test_outputs_are_the_tiled_generator_output_at_full_depth(tmp_path, upscaler):
+  source = tmp_path / 'in16.png'
+  write(source, random_pixels((21, 34, 3), np.uint16, seed=1))
+  target = tmp_path / 'out' / 'in16.png'
+  summary = inference.upscale_files(upscaler, [inference.Job(source, target)],
+                                    show_progress=False)
+  assert summary.written == [target]
+  got = image_io.read_image(target)
+  assert got.bit_depth == 16
+  expected = expected_rgb(upscaler, image_io.read_rgb(source))
+  np.testing.assert_allclose(got.rgb, expected, atol=0.6 / 65535)
+
+
+def test_grayscale_stays_grayscale_and_alpha_is_upscaled_separately(tmp_path, upscaler):
+  gray = random_pixels((19, 22), seed=2)
+  rgba = random_pixels((18, 25, 4), seed=3)
+  rgba[:, :, 3] = np.linspace(0, 255, 25, dtype=np.uint8)[None, :]  # Smooth alpha ramp.
+  write(tmp_path / 'gray.png', gray)
+  write(tmp_path / 'rgba.png', rgba)
+  jobs = inference.plan_jobs(tmp_path, tmp_path / 'out')
+  inference.upscale_files(upscaler, jobs, show_progress=False)
+  gray_out = image_io.read_image(tmp_path / 'out' / 'gray.png')
+  assert gray_out.grayscale and gray_out.rgb.shape == (38, 44, 3)
+  expected = expected_rgb(upscaler, np.repeat(gray[:, :, None] / 255, 3, 2).astype(np.float32))
+  np.testing.assert_allclose(gray_out.rgb[:, :, 0], expected.mean(axis=2), atol=0.6 / 255)
+  rgba_out = image_io.read_image(tmp_path / 'out' / 'rgba.png')
+  expected_alpha = cv2.resize(rgba[:, :, 3].astype(np.float32) / 255, (50, 36),
+                              interpolation=cv2.INTER_CUBIC)
+  np.testing.assert_allclose(rgba_out.alpha, np.clip(expected_alpha, 0, 1), atol=0.6 / 255)
+  # The colour channels come from the generator, unaffected by alpha.
+  rgb = rgba[:, :, 2::-1].astype(np.float32) / 255
+  np.testing.assert_allclose(rgba_out.rgb, expected_rgb(upscaler, rgb), atol=0.6 / 255)
+
+
+@pytest.mark.parametrize('outscale,shape', [(1.5, (32, 56)), (3, (63, 111)), (0.5, (10, 18))])
+def test_outscale_sets_the_final_size_relative_to_the_input(tmp_path, upscaler, outscale,
+                                                            shape):
+  write(tmp_path / 'a.png', random_pixels((21, 37, 4), seed=4))
+  jobs = inference.plan_jobs(tmp_path / 'a.png', tmp_path / 'out')
+  inference.upscale_files(upscaler, jobs, outscale=outscale, show_progress=False)
+  out = image_io.read_image(tmp_path / 'out' / 'a.png')
+  assert out.rgb.shape[:2] == shape and out.alpha.shape == shape
+
+
+def test_degrade_restores_the_evaluation_degradation_of_the_input(tmp_path, upscaler):
+  clean = random_pixels((30, 41, 3), seed=5)
+  write(tmp_path / 'clean.png', clean)
+  jobs = inference.plan_jobs(tmp_path / 'clean.png', tmp_path / 'out')
+  inference.upscale_files(upscaler, jobs, degrade=True, show_progress=False)
+  out = image_io.read_image(tmp_path / 'out' / 'clean.png')
+  hr = image_io.read_rgb(tmp_path / 'clean.png')
+  config = upscaler.config
+  lr = degradation.degrade_deterministic(
+      hr, data.eval_image_seed('clean.png', config.degradation), config.degradation, 2)
+  assert lr.shape == (15, 20, 3) and out.rgb.shape == (30, 40, 3)
+  np.testing.assert_allclose(out.rgb, expected_rgb(upscaler, lr), atol=0.6 / 255)
+  inference.upscale_files(upscaler, jobs, degrade=True, outscale=1, overwrite=True,
+                          show_progress=False)
+  assert cv2.imread(str(tmp_path / 'out' / 'clean.png')).shape == clean.shape
+
+
+def test_existing_outputs_are_kept_unless_overwrite(tmp_path, upscaler):
+  write(tmp_path / 'a.png', random_pixels((16, 16, 3)))
+  target = tmp_path / 'out' / 'a.png'
+  write(target, np.zeros((2, 2, 3), np.uint8))
+  jobs = inference.plan_jobs(tmp_path / 'a.png', tmp_path / 'out')
+  summary = inference.upscale_files(upscaler, jobs, show_progress=False)
+  assert summary.existing == [target] and not summary.written
+  assert cv2.imread(str(target)).shape == (2, 2, 3)
+  summary = inference.upscale_files(upscaler, jobs, overwrite=True, show_progress=False)
+  assert summary.written == [target] and cv2.imread(str(target)).shape == (32, 32, 3)
+  # Nothing left to do: the model is not even loaded.
+  summary = inference.run(tmp_path / 'a.png', tmp_path / 'out', checkpoint='/nonexistent')
+  assert summary.existing == [target] and not summary.written
+
+
+def test_output_names_keep_folders_and_follow_suffix_and_ext(tmp_path):
+  write(tmp_path / 'in' / 'a.png', random_pixels((4, 4, 3)))
+  write(tmp_path / 'in' / 'x' / 'b.jpg', random_pixels((4, 4, 3)))
+  jobs = inference.plan_jobs(tmp_path / 'in', tmp_path / 'out', suffix='_x2', ext='png')
+  assert [j.target for j in jobs] == [tmp_path / 'out' / 'a_x2.png',
+                                      tmp_path / 'out' / 'x' / 'b_x2.png']
+  one = inference.plan_jobs(tmp_path / 'in' / 'a.png', tmp_path / 'result.webp')
+  assert one[0].target == tmp_path / 'result.webp'
+  into_folder = inference.plan_jobs(tmp_path / 'in' / 'a.png', tmp_path / 'dir', ext='tif')
+  assert into_folder[0].target == tmp_path / 'dir' / 'a.tif'
+  write(tmp_path / 'in' / 'a.jpg', random_pixels((4, 4, 3)))
+  with pytest.raises(inference.InferenceError, match='both be written'):
+    inference.plan_jobs(tmp_path / 'in', tmp_path / 'out', ext='png')
+  with pytest.raises(inference.InferenceError, match='replace the input'):
+    inference.plan_jobs(tmp_path / 'in', tmp_path / 'in')
+  with pytest.raises(inference.InferenceError, match='--ext'):
+    inference.plan_jobs(tmp_path / 'in', tmp_path / 'out', ext='gif')
+
+
+def test_unusable_output_path_fails_before_any_work(tmp_path):
+  write(tmp_path / 'in' / 'a.png', random_pixels((4, 4, 3)))
+  (tmp_path / 'file').write_text('a file, not a folder')
+  # The checkpoint does not exist: the output check must come first.
+  with pytest.raises(inference.InferenceError, match='is a file'):
+    inference.run(tmp_path / 'in', tmp_path / 'file' / 'out', checkpoint='/nonexistent')
+  with pytest.raises(inference.InferenceError, match='is a file'):
+    inference.run(tmp_path / 'in', tmp_path / 'file', checkpoint='/nonexistent')
+  with pytest.raises(inference.InferenceError, match='does not exist'):
+    inference.run(tmp_path / 'missing', tmp_path / 'out', checkpoint='/nonexistent')
+  assert not (tmp_path / 'out').exists()
+
+
+def test_run_dir_gives_the_selected_ema_weights_and_raw_the_trained_ones(run_dir, checkpoint):
+  with pytest.raises(inference.InferenceError, match='exactly one'):
+    inference.load_model(workdir=str(run_dir), checkpoint=checkpoint)
+  checkpoints.write_selected(run_dir, 3, STEP, {'lpips': 0.3})
+  _, ema = inference.load_model(workdir=str(run_dir))
+  _, raw = inference.load_model(checkpoint=checkpoint, use_ema=False)
+  for e, r in zip(jax.tree.leaves(ema), jax.tree.leaves(raw)):
+    np.testing.assert_array_equal(e, r * 0.5)
+  with pytest.raises(checkpoints.CheckpointError, match='no such'):
+    inference.load_model(checkpoint=str(run_dir / 'nope'))
+
+
+def test_mismatched_architecture_is_a_clear_error(checkpoint):
+  config, params = inference.load_model(checkpoint=checkpoint)
+  inference.check_params_fit(config, params)
+  config.model.stem_channels = 16
+  with pytest.raises(inference.InferenceError, match='do not fit.*stem_conv|do not fit'):
+    inference.check_params_fit(config, params, where=checkpoint)
+
+
+def test_bad_tiling_options_are_rejected(checkpoint):
+  config, params = inference.load_model(checkpoint=checkpoint)
+  with pytest.raises(inference.InferenceError, match='multiple of 8'):
+    inference.Upscaler(config, params, tile=20)
+  with pytest.raises(inference.InferenceError, match='overlap'):
+    inference.Upscaler(config, params, tile=16, overlap=16)
+  with pytest.raises(inference.InferenceError, match='compute_dtype'):
+    inference.Upscaler(config, params, compute_dtype='float16')
+
+
+def test_whole_image_mode_agrees_with_tiles_and_bfloat16_is_applied(checkpoint):
+  config, params = inference.load_model(checkpoint=checkpoint)
+  rgb = random_pixels((16, 16, 3), seed=6).astype(np.float32) / 255
+  tiled = inference.Upscaler(config, params, tile=16, batch_size=1).upscale(rgb)
+  whole = inference.Upscaler(config, params, tile=0).upscale(rgb)
+  np.testing.assert_allclose(whole, tiled, atol=1e-5)  # One tile == the whole image.
+  # Lowering (not compiling: slow on CPU) shows the convolutions run in bfloat16.
+  bf16 = inference.GeneratorForward(config, params, compute_dtype='bfloat16')
+  assert 'bf16' in bf16.lower((1, 16, 16, 3)).as_text()
