@@ -22,6 +22,8 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
+from srrgan_jax import commands
+
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Training run directory to evaluate (rank + table mode).')
 _TEST_DIR = flags.DEFINE_string(
@@ -57,10 +59,6 @@ _LPIPS_FILE = flags.DEFINE_string(
     'cache; see python -m srrgan_jax.weights --help).')
 _FIGURE_IMAGES = flags.DEFINE_integer(
     'figure_images', 3, 'Test images shown in comparison.png.')
-_FLAG_HOLDERS = (_WORKDIR, _TEST_DIR, _OUT, _SR_DIR, _HR_DIR, _JSON, _FULL_IMAGES,
-                 _CROP_SIZE, _Y_CHANNEL, _CROP_BORDER, _SCALE, _RAW, _LPIPS_FILE,
-                 _FIGURE_IMAGES)
-
 
 def _default_test_dir(workdir) -> str:
   """The run's test folder, else its validation photos (with a note)."""
@@ -119,14 +117,6 @@ def main(argv):
     sys.exit(f'eval: error: {e}')
 
 
-def _show_flags_in_help() -> None:
-  """`--help` prints this module's doc and flags, whichever script is __main__."""
-  for holder in _FLAG_HOLDERS:
-    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[holder.name])
-  sys.modules['__main__'].__doc__ = __doc__
-
-
 def run():
   """Entry point of eval.py and the srrgan-eval console script."""
-  _show_flags_in_help()
-  app.run(main)
+  commands.run_app(main, __name__)

@@ -15,6 +15,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from srrgan_jax import commands
+
 _INPUT = flags.DEFINE_string(
     'input', None, 'Image file or folder (searched recursively).', short_name='i')
 _OUTPUT = flags.DEFINE_string(
@@ -81,10 +83,5 @@ def main(argv):
 
 
 def run():
-  # `--help` lists the flags of the script that was run (infer.py, srrgan-infer);
-  # they are defined here, so adopt them there and show this module's usage.
-  main_module = sys.modules['__main__']
-  main_module.__doc__ = __doc__
-  for flag in flags.FLAGS.get_flags_for_module(__name__):
-    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  app.run(main)
+  """Entry point of infer.py and the srrgan-infer console script."""
+  commands.run_app(main, __name__)

@@ -7,6 +7,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import configs
+from srrgan_jax import commands
 
 _QUICKSTART = str(pathlib.Path(configs.__file__).parent / 'quickstart.py')
 
@@ -31,4 +32,5 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  """Entry point of train.py and the srrgan-train console script."""
+  commands.run_app(main, __name__)
