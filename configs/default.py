@@ -113,6 +113,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.phases = (1, 2, 3)  # Which phases to run, in order.
   c.init_checkpoint = ''  # Start the first phase run from this checkpoint dir.
   c.ema_decay = 0.999  # EMA of generator weights, used for eval/inference.
+  c.ema_warmup = True  # EMA decay min(ema_decay, (1+t)/(10+t)) per phase (TF num_updates).
   c.eval_use_ema = True  # Validate, sample and pick phase bests with the EMA weights.
   c.adam_eps = 1e-7  # Adam epsilon, all phases (the Keras default; optax's is 1e-8).
   c.log_every_steps = 10  # Train-metric logging period.

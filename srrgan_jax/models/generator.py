@@ -81,12 +81,13 @@ class BottleneckBlock(nn.Module):
   settings: BlockSettings
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, sample_ids=None):
     s = self.settings
     channels = x.shape[-1]
     h = s.conv(channels, use_bias=False, name='conv1')(x)
     h = s.lrelu(s.norm(channels, name='norm1')(h))
-    h = layers.SpatialDropout(s.dropout_rate, name='dropout')(h, train=train)
+    h = layers.SpatialDropout(s.dropout_rate, name='dropout')(
+        h, train=train, sample_ids=sample_ids)
     h = s.conv(channels, use_bias=False, name='conv2')(h)
     h = s.norm(channels, name='norm2')(h)
     h = s.lrelu(x + h)
@@ -100,14 +101,15 @@ class DecoderBlock(nn.Module):
   settings: BlockSettings
 
   @nn.compact
-  def __call__(self, x, skip, *, train: bool):
+  def __call__(self, x, skip, *, train: bool, sample_ids=None):
     s = self.settings
     h = s.conv(self.channels * 4, use_bias=True, name='up_conv')(x)
     h = s.lrelu(layers.depth_to_space(h, 2))
     h = jnp.concatenate([h, skip.astype(h.dtype)], axis=-1)
     h = s.conv(self.channels, use_bias=False, name='conv1')(h)
     h = s.lrelu(s.norm(self.channels, name='norm1')(h))
-    h = layers.SpatialDropout(s.dropout_rate, name='dropout')(h, train=train)
+    h = layers.SpatialDropout(s.dropout_rate, name='dropout')(
+        h, train=train, sample_ids=sample_ids)
     h = s.conv(self.channels, use_bias=False, name='conv2')(h)
     return s.lrelu(s.norm(self.channels, name='norm2')(h))
 
@@ -128,7 +130,11 @@ def check_lr_input(shape: Sequence[int], multiple: int) -> None:
 
 
 class Generator(nn.Module):
-  """Hybrid SR U-Net; `train=True` enables spatial dropout (needs a 'dropout' rng)."""
+  """Hybrid SR U-Net; `train=True` enables spatial dropout (needs a 'dropout' rng).
+
+  `sample_ids` (optional, (B,) int): the rows' indices in the whole training
+  batch, so that a micro-batch draws the same dropout masks as the whole batch.
+  """
   scale: int = 2
   stem_channels: int = 64
   num_head_blocks: int = 4
@@ -143,7 +149,7 @@ class Generator(nn.Module):
     return 2 ** len(self.encoder_channels)
 
   @nn.compact
-  def __call__(self, lr_BHWC, train: bool = False):
+  def __call__(self, lr_BHWC, train: bool = False, sample_ids=None):
     check_lr_input(lr_BHWC.shape, self.size_multiple)
     s = self.settings
     lr_BHWC = lr_BHWC.astype(jnp.float32)
@@ -162,9 +168,10 @@ class Generator(nn.Module):
       skips.append(x)
       x = EncoderBlock(channels, s, name=f'encoder_{i}')(x)
     for i in range(self.num_bottleneck_blocks):
-      x = BottleneckBlock(s, name=f'bottleneck_{i}')(x, train=train)
+      x = BottleneckBlock(s, name=f'bottleneck_{i}')(x, train=train, sample_ids=sample_ids)
     for i, (channels, skip) in enumerate(zip(self.decoder_channels, reversed(skips))):
-      x = DecoderBlock(channels, s, name=f'decoder_{i}')(x, skip, train=train)
+      x = DecoderBlock(channels, s, name=f'decoder_{i}')(x, skip, train=train,
+                                                         sample_ids=sample_ids)
     for i in range(self.num_tail_blocks):
       x = AttentionResidualBlock(s, name=f'tail_{i}')(x)
 

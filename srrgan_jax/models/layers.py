@@ -44,16 +44,49 @@ def conv(features: int, kernel_size: int, *, use_bias: bool, strides: int = 1,
                  dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
+class GroupNorm(nn.Module):
+  """GroupNorm (learned per-channel scale and offset, statistics per sample and group).
+
+  Computes the same function with the same parameters ('scale', 'bias') as
+  `flax.linen.GroupNorm`, but takes the statistics as per-channel sums over H, W
+  before grouping: XLA:CPU runs those reductions (and their gradients) much
+  faster than flax's reductions over a (B, H, W, groups, C/groups) view, which
+  shortens a full-size generator step by about 7% on a CPU.
+  """
+  num_groups: int
+  epsilon: float
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BHWC):
+    b, h, w, channels = x_BHWC.shape
+    per_group = channels // self.num_groups
+    scale = self.param('scale', nn.initializers.ones, (channels,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (channels,), jnp.float32)
+    x = x_BHWC.astype(jnp.float32)  # Statistics in float32, as flax does.
+    count = h * w * per_group
+
+    def group_mean(values_BC):
+      return jnp.sum(values_BC.reshape(b, self.num_groups, per_group), axis=-1) / count
+
+    mean = group_mean(jnp.sum(x, axis=(1, 2)))
+    # E[x^2] - E[x]^2 (flax's default "fast variance"), clipped at 0.
+    var = jnp.maximum(group_mean(jnp.sum(jnp.square(x), axis=(1, 2))) - jnp.square(mean), 0.0)
+    inv_std = jax.lax.rsqrt(var + self.epsilon)
+    mean_BC = jnp.repeat(mean, per_group, axis=1)[:, None, None, :]
+    gain_BC = (jnp.repeat(inv_std, per_group, axis=1) * scale)[:, None, None, :]
+    return ((x - mean_BC) * gain_BC + bias).astype(self.dtype)
+
+
 def group_norm(channels: int, groups: int, epsilon: float, *,
-               dtype: Dtype = jnp.float32, name: str | None = None) -> nn.GroupNorm:
+               dtype: Dtype = jnp.float32, name: str | None = None) -> GroupNorm:
   """GroupNorm with `groups` clipped to `channels` (learned scale and offset)."""
   num_groups = min(groups, channels)
   if channels % num_groups:
     raise ValueError(
         f'GroupNorm: {channels} channels cannot be split into {num_groups} groups; '
         'choose model.groupnorm_groups dividing every width of the model.')
-  return nn.GroupNorm(num_groups=num_groups, epsilon=epsilon, dtype=dtype,
-                      param_dtype=jnp.float32, name=name)
+  return GroupNorm(num_groups=num_groups, epsilon=epsilon, dtype=dtype, name=name)
 
 
 def depth_to_space(x_BHWC: jnp.ndarray, block_size: int) -> jnp.ndarray:
@@ -112,13 +145,28 @@ class SpatialAttention(nn.Module):
 class SpatialDropout(nn.Module):
   """Drops whole channels (one mask of shape (B, 1, 1, C)); identity unless train.
 
-  Training needs a 'dropout' rng: `apply(..., rngs={'dropout': key})`.
+  Training needs a 'dropout' rng: `apply(..., rngs={'dropout': key})`. Each
+  row's mask is drawn from (rng, this layer, `sample_ids[row]`), default the row
+  number, so a batch split into micro-batches or over devices gets the same
+  masks as the whole batch when each part passes its rows' global indices.
   """
   rate: float
 
   @nn.compact
-  def __call__(self, x_BHWC, *, train: bool):
-    return nn.Dropout(self.rate, broadcast_dims=(1, 2))(x_BHWC, deterministic=not train)
+  def __call__(self, x_BHWC, *, train: bool, sample_ids=None):
+    if not train or self.rate == 0.0:
+      return x_BHWC
+    if self.rate >= 1.0:
+      return jnp.zeros_like(x_BHWC)
+    rng = self.make_rng('dropout')
+    keep = 1.0 - self.rate
+    if sample_ids is None:
+      sample_ids = jnp.arange(x_BHWC.shape[0])
+    channels = x_BHWC.shape[-1]
+    keep_BC = jax.vmap(
+        lambda i: jax.random.bernoulli(jax.random.fold_in(rng, i), keep, (channels,)))(
+            sample_ids)
+    return jnp.where(keep_BC[:, None, None, :], x_BHWC / keep, 0).astype(x_BHWC.dtype)
 
 
 def _l2_normalize(x, epsilon=1e-12):

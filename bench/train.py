@@ -1,0 +1,154 @@
+"""Training-step speed of the full-size model: phases 1 and 3 at batch 4 and 16.
+
+  python bench/train.py                      # phases 1 and 3, batch 4 and 16
+  python bench/train.py --quick              # phase 1 and phase 3 at batch 4
+  python bench/train.py --phases 3 --batch_sizes 16
+
+Prints one JSON object per configuration: `s_per_step` is the median wall time
+of --repeats steps after the first (compiling) call, `compile_s` the first call
+less one step. `cpu_s_per_step` is this process's CPU time (all threads) per
+step: on a shared machine wall time includes waiting for other processes, CPU
+time does not (a quiet machine's wall time is at least cpu_s_per_step / cores).
+
+`gflops` = `gflop_per_step` / `s_per_step`, with the FLOPs of the reference's
+analytical figures (issue 6: a generator forward costs 23.0 GFLOP per 128x128
+LR patch, a phase-1 step 3x that per sample, a phase-3 step 297 GFLOP per
+sample), so it compares with the reference's 40-81 GFLOP/s directly.
+`xla_gflop_per_step` is what XLA's cost analysis counts for the step program.
+
+Random weights (VGG19 too): speed does not depend on them. On CPUs the XLA
+flags of `srrgan_jax.xla_cpu` are applied unless --no-eigen_convolutions.
+
+Reference (issue 6, same 2-core CPU, quiet, original TF/Keras + oneDNN, float32):
+phase 1 batch 4 5.4 s/step, batch 16 27.8 s; phase 3 batch 4 14.6 s, batch 16 66 s.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from srrgan_jax import xla_cpu  # pylint: disable=g-import-not-at-top
+
+REFERENCE_S_PER_STEP = {(1, 4): 5.4, (1, 16): 27.8, (3, 4): 14.6, (3, 16): 66.0}
+GENERATOR_FORWARD_GFLOP = 23.0  # Per 128x128 LR patch (issue 6).
+GFLOP_PER_SAMPLE = {1: 3 * GENERATOR_FORWARD_GFLOP, 3: 297.0}
+
+
+def parse_args():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--quick', action='store_true', help='Only batch 4, 2 repeats.')
+  parser.add_argument('--phases', type=int, nargs='+', default=[1, 3], choices=[1, 3])
+  parser.add_argument('--batch_sizes', type=int, nargs='+', default=[4, 16])
+  parser.add_argument('--repeats', type=int, default=3, help='Timed steps per configuration.')
+  parser.add_argument('--eigen_convolutions', action=argparse.BooleanOptionalAction,
+                      default=True, help='Apply srrgan_jax.xla_cpu (CPU only).')
+  args = parser.parse_args()
+  if args.quick:
+    args.batch_sizes, args.repeats = [4], 2
+  return args
+
+
+def random_vgg19(config, directory):
+  """Random VGG19 weights in the real file layout, trimmed as training trims them."""
+  from srrgan_jax import perceptual
+  from srrgan_jax import weights
+  from srrgan_jax.train import loop
+  config.weights.vgg19_file = str(
+      weights.write_random_weights(directory, [weights.VGG19_FILE])[0])
+  return loop.perceptual_layers_needed(perceptual.load_vgg19_params(config), config)
+
+
+def xla_gflop(config, phase, batch, vgg_params, mesh):
+  """GFLOP of the whole-batch step program by XLA's cost analysis (lowered, not compiled)."""
+  import jax
+  from srrgan_jax.train import state as state_lib
+  from srrgan_jax.train import steps
+  optimizers = state_lib.make_optimizers(config, phase, 1000)
+  state = state_lib.abstract_state(config, phase, optimizers)
+  key = jax.ShapeDtypeStruct((2,), jax.numpy.uint32)
+  lowered = steps.jit_train_step(config, phase, 1000, mesh).lower(state, batch, key,
+                                                                   vgg_params)
+  cost = lowered.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return cost.get('flops', 0.0) / 1e9 if cost else None
+
+
+def bench(args, phase, batch_size, vgg_params, mesh):
+  import jax
+  import numpy as np
+  from configs import default
+  from srrgan_jax import parallel
+  from srrgan_jax.train import state as state_lib
+  from srrgan_jax.train import steps
+
+  config = default.get_config()
+  config.data.batch_size = batch_size
+  vgg = parallel.put_replicated(vgg_params, mesh) if phase == 3 else None
+  rng = np.random.default_rng(0)
+  lr_size = config.data.patch_size // config.scale
+  batch = parallel.global_batch({
+      'lr': rng.uniform(-1, 1, (batch_size, lr_size, lr_size, 3)).astype(np.float32),
+      'hr': rng.uniform(-1, 1, (batch_size,) + (config.data.patch_size,) * 2 + (3,))
+            .astype(np.float32)}, mesh)
+  gflop_xla = xla_gflop(config, phase, batch, vgg, mesh)
+  state = state_lib.create_state(config, phase, 1000, mesh)
+  step = steps.compile_train_step(config, phase, 1000, mesh, vgg)
+  key = parallel.put_replicated(state_lib.phase_key(config, phase), mesh)
+  start = time.perf_counter()
+  state, metrics = step(state, batch, key)
+  jax.block_until_ready((state, metrics))
+  first = time.perf_counter() - start
+  walls, cpus = [], []
+  for _ in range(args.repeats):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    state, metrics = step(state, batch, key)
+    jax.block_until_ready((state, metrics))
+    walls.append(time.perf_counter() - start)
+    cpus.append(time.process_time() - cpu_start)
+  seconds = statistics.median(walls)
+  gflop = GFLOP_PER_SAMPLE[phase] * batch_size
+  reference = REFERENCE_S_PER_STEP.get((phase, batch_size))
+  device = jax.devices()[0]
+  return {
+      'bench': 'train', 'phase': phase, 'batch_size': batch_size,
+      'lr_patch': f'{lr_size}x{lr_size}',
+      's_per_step': round(seconds, 3), 's_per_step_runs': [round(w, 3) for w in walls],
+      'cpu_s_per_step': round(statistics.median(cpus), 3),
+      'compile_s': round(max(first - seconds, 0.0), 1),
+      'gflop_per_step': round(gflop, 1), 'gflops': round(gflop / seconds, 1),
+      'flops_source': 'reference analytical (issue 6)',
+      'xla_gflop_per_step': round(gflop_xla, 1) if gflop_xla else None,
+      'reference_s_per_step': reference,
+      'speedup_vs_reference': round(reference / seconds, 2) if reference else None,
+      'loss': round(float(metrics['loss']), 5),
+      'device': f'{device.platform}:{device.device_kind}', 'devices': mesh.devices.size,
+      'cpu_count': os.cpu_count(), 'load_avg_1min': round(os.getloadavg()[0], 2),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  }
+
+
+def main():
+  args = parse_args()
+  if args.eigen_convolutions:
+    xla_cpu.use_eigen_convolutions()  # Before JAX starts its backend.
+  import jax
+  from configs import default
+  from srrgan_jax import parallel
+
+  mesh = parallel.make_mesh(jax.local_devices()[:1])  # One device: a step's speed.
+  with tempfile.TemporaryDirectory() as directory:
+    vgg_params = random_vgg19(default.get_config(), directory) if 3 in args.phases else None
+  for phase in args.phases:
+    for batch_size in args.batch_sizes:
+      print(json.dumps(bench(args, phase, batch_size, vgg_params, mesh)), flush=True)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,126 @@
+"""Device mesh, shardings, multi-host start-up and global batch assembly.
+
+Data parallelism over one mesh axis, 'data', that spans every device of every
+host: batches are split along their first axis, parameters are replicated. Each
+host feeds only its own rows; `global_batch` stitches them into one global array.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = 'data'
+
+
+def initialize_distributed(dist_config) -> None:
+  """Starts JAX's multi-host runtime when `config.distributed.initialize` is set.
+
+  Empty/auto values are left to JAX, which detects SLURM, TPU pods, Open MPI and
+  Kubernetes. Must run before any other JAX call; a no-op if already initialised.
+  """
+  if not dist_config.initialize:
+    return
+  if jax.distributed.is_initialized():
+    return
+  kwargs = {}
+  if dist_config.coordinator_address:
+    kwargs['coordinator_address'] = dist_config.coordinator_address
+  if dist_config.num_processes > 0:
+    kwargs['num_processes'] = dist_config.num_processes
+  if dist_config.process_id >= 0:
+    kwargs['process_id'] = dist_config.process_id
+  jax.distributed.initialize(**kwargs)
+  logging.info('jax.distributed: process %d of %d, %d local / %d global devices.',
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count())
+
+
+def is_main_process() -> bool:
+  """True on the one process that writes logs, images and plots."""
+  return jax.process_index() == 0
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh over all (or the given) devices with the axis 'data'."""
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  """Split the leading (batch) axis over the 'data' axis."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh) -> NamedSharding:
+  """A full copy on every device."""
+  return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch_size: int, mesh, what: str = 'data.batch_size') -> None:
+  """Raises if the global batch cannot be split evenly over the devices and hosts."""
+  devices = mesh.devices.size
+  if global_batch_size % devices:
+    raise ValueError(
+        f'{what}={global_batch_size} is not divisible by the {devices} devices '
+        f'({jax.process_count()} process(es)); set --config.{what} to a multiple '
+        f'of {devices}.')
+
+
+def local_batch_size(global_batch_size: int) -> int:
+  """The rows of a global batch that this process provides."""
+  return global_batch_size // jax.process_count()
+
+
+def put_replicated(tree, mesh):
+  """Places a host pytree (identical on every process) replicated over `mesh`."""
+  sharding = replicated(mesh)
+
+  def put(x):
+    x = np.asarray(x)
+    # make_array_from_callback also works when the mesh spans several hosts.
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return jax.tree.map(put, tree)
+
+
+def global_batch(local_batch, mesh):
+  """Assembles each process's rows (a pytree of numpy arrays) into global arrays."""
+  sharding = batch_sharding(mesh)
+
+  def assemble(x):
+    x = np.asarray(x)
+    global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
+    return jax.make_array_from_process_local_data(sharding, x, global_shape)
+
+  return jax.tree.map(assemble, local_batch)
+
+
+def process_rows(global_rows: int) -> slice:
+  """This process's share of a batch of `global_rows` rows that every host holds."""
+  per_process = global_rows // jax.process_count()
+  start = jax.process_index() * per_process
+  return slice(start, start + per_process)
+
+
+def gather_rows(x) -> np.ndarray:
+  """A batch-sharded array as one numpy array on every process."""
+  if x.is_fully_addressable:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def to_host(tree):
+  """Fetches replicated (or fully addressable) arrays to numpy on every process."""
+
+  def fetch(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(x.addressable_data(0))  # Replicated: any local copy.
+    return np.asarray(jax.device_get(x))
+
+  return jax.tree.map(fetch, tree)

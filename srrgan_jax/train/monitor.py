@@ -1,0 +1,224 @@
+"""Training logs and pictures: TensorBoard events, CSV files, sample grids, curve plots.
+
+Only process 0 writes (`enabled=False` elsewhere makes every call a no-op).
+Per phase: `logs/phase{N}/events.out.tfevents.*`, `logs/phase{N}/train.csv`
+(one row per logged step), `logs/phase{N}/val.csv` (one row per epoch);
+`samples/phase{N}_epoch{E}.png`; `plots/phase{N}.png`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import pathlib
+import time
+from typing import Mapping, Optional
+
+import numpy as np
+
+from srrgan_jax import image_io
+
+log = logging.getLogger(__name__)
+
+
+class CsvLog:
+  """An append-only CSV of metric rows keyed by a step-like column.
+
+  On resume, rows beyond the resumed position (written after the last
+  checkpoint of an interrupted run) are dropped so the file has no duplicates.
+  """
+
+  def __init__(self, path: pathlib.Path, key: str, keep_up_to: Optional[int]):
+    self.path, self.key = path, key
+    self.fields: Optional[list[str]] = None
+    rows = []
+    if path.is_file() and keep_up_to is not None:
+      with path.open(newline='') as f:
+        reader = csv.DictReader(f)
+        self.fields = reader.fieldnames
+        rows = [r for r in reader if int(float(r[key])) <= keep_up_to]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open('w', newline='') as f:
+      if self.fields:
+        writer = csv.DictWriter(f, self.fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+  def write(self, row: Mapping[str, float]) -> None:
+    if self.fields is None:
+      self.fields = list(row)
+      with self.path.open('w', newline='') as f:
+        csv.DictWriter(f, self.fields).writeheader()
+    with self.path.open('a', newline='') as f:
+      csv.DictWriter(f, self.fields, extrasaction='ignore').writerow(
+          {k: _fmt(row.get(k, '')) for k in self.fields})
+
+
+def _fmt(value):
+  return f'{value:.7g}' if isinstance(value, float) else value
+
+
+class EventLog:
+  """Scalars and images as TensorBoard event files (no TensorFlow needed)."""
+
+  def __init__(self, logdir: pathlib.Path):
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+    self._writer = EventFileWriter(str(logdir))
+
+  def scalars(self, step: int, values: Mapping[str, float]) -> None:
+    summary = self._summary(value=[
+        self._summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()])
+    self._writer.add_event(self._event(wall_time=time.time(), step=step, summary=summary))
+
+  def image(self, step: int, tag: str, rgb_HWC: np.ndarray) -> None:
+    import cv2
+    pixels = np.clip(np.round(rgb_HWC * 255.0), 0, 255).astype(np.uint8)
+    ok, png = cv2.imencode('.png', pixels[:, :, ::-1])
+    if not ok:
+      return
+    image = self._summary.Image(height=pixels.shape[0], width=pixels.shape[1],
+                                colorspace=3, encoded_image_string=png.tobytes())
+    summary = self._summary(value=[self._summary.Value(tag=tag, image=image)])
+    self._writer.add_event(self._event(wall_time=time.time(), step=step, summary=summary))
+
+  def flush(self) -> None:
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+class PhaseMonitor:
+  """Everything a phase writes for people to look at."""
+
+  def __init__(self, workdir, phase: int, *, enabled: bool, resume_step: Optional[int],
+               resume_epoch: Optional[int]):
+    self.enabled, self.phase = enabled, phase
+    self.workdir = pathlib.Path(workdir)
+    self.logdir = self.workdir / 'logs' / f'phase{phase}'
+    if not enabled:
+      return
+    self.logdir.mkdir(parents=True, exist_ok=True)
+    self.events = EventLog(self.logdir)
+    # A fresh phase (no resume) starts its CSVs empty.
+    self.train_csv = CsvLog(self.logdir / 'train.csv', 'step',
+                            resume_step if resume_step is not None else -1)
+    self.val_csv = CsvLog(self.logdir / 'val.csv', 'epoch',
+                          resume_epoch if resume_epoch is not None else -1)
+
+  def train(self, step: int, values: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    self.events.scalars(step, {f'train/{k}': v for k, v in values.items()})
+    self.train_csv.write({'step': step, **values})
+
+  def val(self, epoch: int, step: int, values: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    self.events.scalars(step, {f'val/{k}': v for k, v in values.items()})
+    self.events.flush()
+    self.val_csv.write({'epoch': epoch, 'step': step, **values})
+
+  def sample_grid(self, epoch: int, step: int, lr, sr, hr) -> Optional[pathlib.Path]:
+    """Writes the LR | SR | HR grid of fixed validation patches ([-1, 1] inputs)."""
+    if not self.enabled:
+      return None
+    grid = sample_grid(lr, sr, hr)
+    path = self.workdir / 'samples' / f'phase{self.phase}_epoch{epoch:03d}.png'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image_io.write_image(path, grid)
+    self.events.image(step, 'samples/lr_sr_hr', grid)
+    return path
+
+  def plot(self) -> Optional[pathlib.Path]:
+    if not self.enabled:
+      return None
+    try:
+      return plot_phase(self.workdir, self.phase)
+    except Exception as e:  # A broken plot must not fail a finished phase.
+      log.warning('could not plot phase %d curves: %s', self.phase, e)
+      return None
+
+  def close(self) -> None:
+    if self.enabled:
+      self.events.close()
+
+
+def sample_grid(lr_BHWC, sr_BHWC, hr_BHWC, gap: int = 4) -> np.ndarray:
+  """Rows of [LR (nearest-upscaled) | SR | HR] in [0, 1], separated by white gaps."""
+  to_unit = lambda x: np.clip((np.asarray(x, np.float32) + 1.0) * 0.5, 0.0, 1.0)
+  lr, sr, hr = to_unit(lr_BHWC), to_unit(sr_BHWC), to_unit(hr_BHWC)
+  factor = hr.shape[1] // lr.shape[1]
+  lr = lr.repeat(factor, axis=1).repeat(factor, axis=2)  # Nearest: shows the LR pixels.
+  rows = []
+  for images in zip(lr, sr, hr):
+    row = []
+    for image in images:
+      row += [image, np.ones((image.shape[0], gap, 3), np.float32)]
+    rows += [np.concatenate(row[:-1], axis=1)]
+    rows += [np.ones((gap, rows[-1].shape[1], 3), np.float32)]
+  return np.concatenate(rows[:-1], axis=0)
+
+
+def read_csv(path: pathlib.Path) -> dict[str, np.ndarray]:
+  """Columns of a metrics CSV as float arrays (empty dict if missing)."""
+  if not path.is_file():
+    return {}
+  with path.open(newline='') as f:
+    rows = list(csv.DictReader(f))
+  if not rows:
+    return {}
+  to_float = lambda v: float(v) if v not in ('', None) else math.nan
+  return {k: np.array([to_float(r[k]) for r in rows]) for k in rows[0]}
+
+
+def plot_phase(workdir, phase: int) -> Optional[pathlib.Path]:
+  """Training-curve PNG of a phase: losses, PSNR/SSIM, learning rates (train + val)."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  workdir = pathlib.Path(workdir)
+  logdir = workdir / 'logs' / f'phase{phase}'
+  train, val = read_csv(logdir / 'train.csv'), read_csv(logdir / 'val.csv')
+  if not train:
+    return None
+  loss_keys = [k for k in train if k not in ('step', 'psnr', 'ssim', 'steps_per_second')
+               and 'learning_rate' not in k and not k.startswith('d_')]
+  fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+  for k in loss_keys:
+    axes[0].plot(train['step'], train[k], label=k)
+  axes[0].set_yscale('log')
+  axes[0].set_title(f'phase {phase}: generator losses')
+  for k in ('d_loss', 'd_real', 'd_fake'):
+    if k in train:
+      axes[1].plot(train['step'], train[k], label=k)
+  for k in ('pixel', 'perceptual', 'loss'):
+    if val and k in val:
+      axes[1].plot(val['step'], val[k], 'o-', label=f'val {k}')
+  axes[1].set_title('discriminator / validation losses')
+  axes[2].plot(train['step'], train['psnr'], label='train PSNR', alpha=0.6)
+  if val and 'psnr' in val:
+    axes[2].plot(val['step'], val['psnr'], 'o-', label='val PSNR')
+  axes[2].set_title('PSNR (dB)')
+  for k in train:
+    if 'learning_rate' in k:
+      axes[3].plot(train['step'], train[k], label=k)
+  axes[3].set_title('learning rates')
+  for ax in axes:
+    ax.set_xlabel('step')
+    if ax.has_data():
+      ax.legend(fontsize=7)
+  fig.subplots_adjust(left=0.04, right=0.99, bottom=0.15, top=0.9, wspace=0.25)
+  path = workdir / 'plots' / f'phase{phase}.png'
+  path.parent.mkdir(parents=True, exist_ok=True)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=80)
+  plt.close(fig)
+  path.write_bytes(buffer.getvalue())
+  return path

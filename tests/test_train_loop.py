@@ -1,0 +1,184 @@
+"""The three-phase run: outputs, phase chaining, exact resume, refusals, NaN stop.
+
+One tiny uninterrupted run (module fixture) is the reference the other tests
+compare against; jitted steps are reused across runs in this process.
+"""
+
+import json
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import tiny
+from srrgan_jax import checkpoints
+from srrgan_jax import data
+from srrgan_jax import image_io
+from srrgan_jax import weights
+from srrgan_jax.train import loop
+
+
+def write_photos(folder, count, size, seed):
+  """Smooth random colour images (gradients + blobs) that a model can learn from."""
+  rng = np.random.default_rng(seed)
+  folder.mkdir(parents=True)
+  yy, xx = np.mgrid[0:size[0], 0:size[1]] / max(size)
+  for i in range(count):
+    channels = []
+    for _ in range(3):
+      fx, fy, phase = rng.uniform(1, 6), rng.uniform(1, 6), rng.uniform(0, 6.3)
+      channels.append(0.5 + 0.4 * np.sin(fx * 6.3 * xx + phase) * np.cos(fy * 6.3 * yy))
+    image_io.write_image(folder / f'img{i}.png', np.stack(channels, -1).astype(np.float32))
+
+
+@pytest.fixture(scope='module')
+def tiny_config(tmp_path_factory):
+  root = tmp_path_factory.mktemp('train_data')
+  write_photos(root / 'train', 6, (40, 48), seed=0)
+  write_photos(root / 'val', 3, (36, 36), seed=1)
+  vgg_file = weights.write_random_weights(root / 'weights', [weights.VGG19_FILE])[0]
+  config = tiny.get_config()
+  config.data.train_dir = str(root / 'train')
+  config.data.val_dir = str(root / 'val')
+  config.weights.vgg19_file = str(vgg_file)
+  config.weights.auto_fetch = False
+  # A 2-block VGG keeps the perceptual loss (same code path) cheap on CPU.
+  config.loss.perceptual_layers = ('block1_conv2', 'block2_conv2')
+  config.loss.perceptual_layer_weights = (0.5, 0.5)
+  return config
+
+
+@pytest.fixture(scope='module')
+def full_run(tiny_config, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('full_run')
+  summary = loop.run(tiny_config, workdir)
+  return workdir, summary
+
+
+def read_state(step_dir):
+  """The whole saved train state of a checkpoint, as numpy arrays."""
+  return ocp.PyTreeCheckpointer().restore((step_dir / 'state').resolve())
+
+
+def assert_trees_equal(a, b):
+  leaves_a, tree_a = jax.tree.flatten(a)
+  leaves_b, tree_b = jax.tree.flatten(b)
+  assert tree_a == tree_b
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_run_writes_checkpoints_logs_samples_and_plots(full_run, tiny_config):
+  workdir, summary = full_run
+  steps_per_epoch = tiny_config.data.steps_per_epoch  # 3
+  assert set(summary['phases']) == {1, 2, 3}
+  # Phase 1: best (by val loss) and latest survive; phase 3: one per epoch.
+  phase1 = [s for s, _ in checkpoints.list_checkpoints(workdir, 1)]
+  best1 = checkpoints.best_checkpoint(workdir, 1)[0]
+  assert phase1[-1] == 2 * steps_per_epoch and best1 in phase1 and len(phase1) <= 2
+  assert [s for s, _ in checkpoints.list_checkpoints(workdir, 3)] == [3, 6]
+  assert json.loads((workdir / 'config.json').read_text())['model']['stem_channels'] == 8
+
+  train3 = (workdir / 'logs/phase3/train.csv').read_text().splitlines()
+  header = train3[0].split(',')
+  for column in ('pixel', 'perceptual', 'adversarial', 'pixel_weighted',
+                 'perceptual_weighted', 'adversarial_weighted', 'd_loss', 'psnr', 'ssim',
+                 'learning_rate', 'd_learning_rate', 'loss'):
+    assert column in header, column
+  assert [int(r.split(',')[0]) for r in train3[1:]] == [1, 2, 3, 4, 5, 6]
+  val1 = (workdir / 'logs/phase1/val.csv').read_text().splitlines()
+  assert len(val1) == 1 + 2 and 'psnr' in val1[0] and 'ssim' in val1[0]
+  assert 'perceptual' in (workdir / 'logs/phase2/val.csv').read_text().splitlines()[0]
+  for phase in (1, 2, 3):
+    assert list((workdir / f'logs/phase{phase}').glob('events.out.tfevents.*'))
+    assert (workdir / f'plots/phase{phase}.png').stat().st_size > 1000
+  grid = image_io.read_rgb(workdir / 'samples/phase1_epoch001.png')
+  assert grid.shape == (2 * 32 + 4, 3 * 32 + 2 * 4, 3)  # 2 rows of LR | SR | HR.
+  assert summary['final']['psnr'] > 0 and summary['bilinear']['psnr'] > 0
+
+
+def test_phase2_starts_from_phase1_best_and_phase3_from_phase2(full_run, tiny_config):
+  workdir, _ = full_run
+  best1 = checkpoints.best_checkpoint(workdir, 1)[1]
+  best1_ema = checkpoints.restore_generator(best1, use_ema=True)
+  # Phase 2 takes 3 AdamW steps at lr 1e-5 from phase 1's best EMA weights.
+  phase2 = checkpoints.list_checkpoints(workdir, 2)[-1][1]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4),
+               checkpoints.restore_generator(phase2, use_ema=False), best1_ema)
+  loop2 = json.loads((phase2 / 'loop' / 'metadata').read_text())
+  assert str(best1) in loop2['start']
+  loop3 = json.loads(
+      (checkpoints.list_checkpoints(workdir, 3)[0][1] / 'loop' / 'metadata').read_text())
+  assert 'phase 2 best' in loop3['start']
+
+
+def test_interrupted_runs_resume_bit_for_bit(full_run, tiny_config, tmp_path):
+  """Stops in phase 1 and in phase 3 (plus a half-written checkpoint, as after
+  `kill -9`), resumes each time: every phase ends with the identical state."""
+  reference, ref_summary = full_run
+  workdir = tmp_path / 'resumed'
+  assert 'stopped' in loop.run(tiny_config, workdir, stop_after_steps={1: 4})
+  # An unfinished Orbax save left behind by a killed process is ignored.
+  (workdir / 'checkpoints/phase1/5.orbax-checkpoint-tmp-1').mkdir()
+  assert 'stopped' in loop.run(tiny_config, workdir, stop_after_steps={3: 4})
+  summary = loop.run(tiny_config, workdir)
+  for phase in (1, 2, 3):
+    ours = checkpoints.list_checkpoints(workdir, phase)
+    theirs = checkpoints.list_checkpoints(reference, phase)
+    assert [s for s, _ in ours] == [s for s, _ in theirs]
+    assert_trees_equal(read_state(ours[-1][1]), read_state(theirs[-1][1]))
+  assert summary['final'] == ref_summary['final']
+  steps_logged = [int(r.split(',')[0]) for r in
+                  (workdir / 'logs/phase1/train.csv').read_text().splitlines()[1:]]
+  assert steps_logged == [1, 2, 3, 4, 5, 6]  # No duplicate rows after resuming.
+  # Running the finished command again trains nothing and reports the same.
+  assert loop.run(tiny_config, workdir)['final'] == ref_summary['final']
+
+
+def test_resuming_with_another_model_names_the_fields(full_run, tiny_config):
+  workdir, _ = full_run
+  config = tiny_config.copy_and_resolve_references()
+  config.model.stem_channels = 16
+  with pytest.raises(checkpoints.CheckpointError, match=r'model.stem_channels: '
+                     r'checkpoint 8 vs config 16'):
+    loop.run(config, workdir)
+
+
+def test_later_phase_without_a_predecessor_is_refused(tiny_config, tmp_path):
+  config = tiny_config.copy_and_resolve_references()
+  config.phases = (2,)
+  with pytest.raises(checkpoints.CheckpointError, match='Run phase 1 first'):
+    loop.run(config, tmp_path / 'empty')
+
+
+def test_nan_loss_stops_naming_the_step_and_last_checkpoint(tiny_config, tmp_path,
+                                                            monkeypatch):
+  real_iterator = data.make_train_iterator
+
+  class PoisonedIterator:
+    """Passes batches through, but the third one is NaN."""
+
+    def __init__(self, inner):
+      self.inner, self.count = inner, 0
+
+    def __next__(self):
+      batch = next(self.inner)
+      self.count += 1
+      if self.count == 3:
+        batch = dict(batch, hr=np.full_like(batch['hr'], np.nan))
+      return batch
+
+    def get_state(self):  # Grain's checkpoint handler takes bytes from non-Grain iterators.
+      return json.dumps(self.inner.get_state()).encode()
+
+    def close(self):
+      self.inner.close()
+
+  monkeypatch.setattr(data, 'make_train_iterator',
+                      lambda *a, **k: PoisonedIterator(real_iterator(*a, **k)))
+  config = tiny_config.copy_and_resolve_references()
+  config.phases = (1,)
+  with pytest.raises(FloatingPointError,
+                     match=r'phase 1, step 3: non-finite loss.*phase1/2\b'):
+    loop.run(config, tmp_path / 'nan')

@@ -1,0 +1,175 @@
+"""Optimizers, plateau logic and the jitted train steps (tiny model, fake CPU devices)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import tiny
+from srrgan_jax import parallel
+from srrgan_jax import perceptual
+from srrgan_jax import weights
+from srrgan_jax.train import loop
+from srrgan_jax.train import optim
+from srrgan_jax.train import state as state_lib
+from srrgan_jax.train import steps
+
+
+@pytest.fixture(scope='module')
+def vgg_params(tmp_path_factory):
+  """Random VGG19 weights in the real file layout, as the losses load them."""
+  config = small_perceptual_config()
+  directory = tmp_path_factory.mktemp('weights')
+  config.weights.vgg19_file = str(weights.write_random_weights(directory,
+                                                               [weights.VGG19_FILE])[0])
+  config.weights.auto_fetch = False
+  return loop.perceptual_layers_needed(perceptual.load_vgg19_params(config), config)
+
+
+def small_perceptual_config():
+  """The tiny config with a 2-block VGG perceptual loss: same code path, far cheaper."""
+  config = tiny.get_config()
+  config.loss.perceptual_layers = ('block1_conv2', 'block2_conv2')
+  config.loss.perceptual_layer_weights = (0.5, 0.5)
+  return config
+
+
+def random_batch(config, seed=0):
+  """Smooth random HR patches in [-1, 1] and their 2x box-downsampled LR."""
+  rng = np.random.default_rng(seed)
+  b, p, s = config.data.batch_size, config.data.patch_size, config.scale
+  coarse = rng.uniform(-0.9, 0.9, (b, p // 8, p // 8, 3)).astype(np.float32)
+  hr = np.asarray(jax.image.resize(coarse, (b, p, p, 3), 'bicubic')).clip(-1, 1)
+  lr = hr.reshape(b, p // s, s, p // s, s, 3).mean(axis=(2, 4))
+  return {'lr': lr, 'hr': hr}
+
+
+def test_clip_each_tensor_clips_every_tensor_separately():
+  grads = {'big': jnp.full((4,), 1.5), 'small': jnp.array([0.3, 0.4])}  # Norms 3, 0.5.
+  tx = optim.clip_each_tensor(1.0)
+  clipped, _ = tx.update(grads, tx.init(grads))
+  np.testing.assert_allclose(np.linalg.norm(clipped['big']), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(clipped['big'], np.full(4, 0.5), rtol=1e-6)
+  np.testing.assert_array_equal(clipped['small'], grads['small'])  # Under the norm.
+  # Global-norm clipping (the option) scales both together instead.
+  tx = optim.clipping(1.0, 'global')
+  global_clipped, _ = tx.update(grads, tx.init(grads))
+  assert np.linalg.norm(global_clipped['small']) < 0.2
+
+
+def test_phase3_learning_rate_decays_to_zero_over_all_steps():
+  schedule = optim.cosine_schedule(5e-5, 100)
+  assert float(schedule(0)) == pytest.approx(5e-5)
+  assert float(schedule(50)) == pytest.approx(2.5e-5, rel=1e-5)
+  assert float(schedule(100)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_plateau_tracker_follows_keras_reduce_on_plateau_and_early_stopping():
+  config = tiny.get_config().phase1
+  config.learning_rate, config.plateau_factor, config.plateau_patience = 1.0, 0.5, 2
+  config.min_learning_rate, config.early_stop_patience = 0.3, 4
+  config.plateau_min_delta = 0.01
+  tracker = optim.PlateauTracker.from_config(config)
+  lrs, stops = [], []
+  # Epoch 1 best; epoch 2 improves by less than min_delta (a new best for early
+  # stopping, but a plateau epoch); then no improvement.
+  for epoch, loss in enumerate([1.0, 0.995, 1.2, 1.1, 1.3, 1.4, 1.5], start=1):
+    tracker.update(loss, epoch)
+    lrs.append(tracker.learning_rate)
+    stops.append(tracker.stopped)
+    if tracker.stopped:
+      break
+  assert lrs == [1.0, 1.0, 0.5, 0.5, 0.3, 0.3]  # Halved after 2 plateau epochs, floored.
+  assert stops == [False] * 5 + [True]  # 4 epochs without a new best after epoch 2.
+  assert tracker.best == 0.995 and tracker.best_epoch == 2
+  restored = optim.PlateauTracker.from_dict(tracker.to_dict())
+  assert restored == tracker
+
+
+def test_indivisible_global_batch_is_refused_clearly():
+  mesh = parallel.make_mesh()
+  assert mesh.devices.size == 4
+  with pytest.raises(ValueError, match=r'data.batch_size=6 is not divisible by the 4 '
+                     r'devices.*multiple of 4'):
+    parallel.check_batch_size(6, mesh)
+
+
+def _one_step(config, phase, devices, vgg, batch):
+  mesh = parallel.make_mesh(devices)
+  # 6 steps: the tiny run's phase 3 (the loop tests reuse the compiled programs).
+  # Initialised on all devices, then copied: one initialisation program.
+  before = parallel.to_host(state_lib.create_state(config, phase, 6, parallel.make_mesh()))
+  state = parallel.put_replicated(before, mesh)
+  step = steps.compile_train_step(config, phase, 6, mesh,
+                                  parallel.put_replicated(vgg, mesh) if vgg else None)
+  key = parallel.put_replicated(state_lib.phase_key(config, phase), mesh)
+  global_batch = parallel.global_batch(batch, mesh)
+  assert len(global_batch['hr'].sharding.device_set) == len(devices)
+  state, metrics = step(state, global_batch, key)
+  return before, parallel.to_host(state), parallel.to_host(metrics)
+
+
+def _adam_first_moments(opt_state):
+  """Adam's mu after one step is (1 - b1) * gradient: the gradients, in the state."""
+  found = [s.mu for s in jax.tree.leaves(
+      opt_state, is_leaf=lambda x: hasattr(x, 'mu')) if hasattr(s, 'mu')]
+  assert len(found) == 1
+  return found[0]
+
+
+def test_phase3_step_on_four_devices_equals_one_device(vgg_params):
+  """Data parallelism: the same global batch gives the same step on 1 and 4 devices.
+
+  Tolerances (float32 sums run in another order when the batch is split):
+  gradients (Adam's first moments) agree to 1e-4 of each tensor's largest
+  entry and losses to 1e-5 relative. New parameters: 99.9 % of the entries agree
+  to 1e-6; the others have a gradient within summation noise of zero, where
+  Adam's first step (about lr * sign(g)) may go either way, so they differ by
+  at most 2 * lr.
+  """
+  config = small_perceptual_config()
+  vgg, batch = vgg_params, random_batch(config)
+  before, one, m1 = _one_step(config, 3, jax.devices()[:1], vgg, batch)
+  _, four, m4 = _one_step(config, 3, jax.devices(), vgg, batch)
+
+  def close_to_scale(a, b):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * np.abs(a).max() + 1e-12)
+
+  for opt_state in ('opt_state', 'disc_opt_state'):
+    jax.tree.map(close_to_scale, _adam_first_moments(getattr(one, opt_state)),
+                 _adam_first_moments(getattr(four, opt_state)))
+  differences = np.concatenate([
+      np.abs(a - b).ravel() for name in ('params', 'ema_params', 'disc_params', 'disc_stats')
+      for a, b in zip(jax.tree.leaves(getattr(one, name)),
+                      jax.tree.leaves(getattr(four, name)))])
+  assert np.mean(differences > 1e-6) < 1e-3
+  assert differences.max() <= 2 * config.phase3.g_learning_rate * 1.001
+  changed = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(a - b).max(),
+                                         one.params, before.params))
+  assert max(changed) > 1e-5  # The step did update the generator.
+  assert int(one.step) == int(four.step) == 1
+  for k in ('loss', 'd_loss', 'pixel', 'perceptual', 'adversarial', 'psnr', 'ssim'):
+    np.testing.assert_allclose(m1[k], m4[k], rtol=1e-5, err_msg=k)
+  assert m1['pixel_weighted'] == pytest.approx(20 * m1['pixel'], rel=1e-6)
+  assert m1['learning_rate'] == pytest.approx(config.phase3.g_learning_rate)
+
+
+def test_phase1_steps_lower_the_loss_and_take_a_new_learning_rate():
+  config = small_perceptual_config()
+  mesh = parallel.make_mesh()
+  state = state_lib.create_state(config, 1, 6, mesh)
+  step = steps.compile_train_step(config, 1, 6, mesh)
+  key = parallel.put_replicated(state_lib.phase_key(config, 1), mesh)
+  batch = parallel.global_batch(random_batch(config, seed=1), mesh)
+  losses = []
+  for _ in range(12):
+    state, metrics = step(state, batch, key)
+    losses.append(float(metrics['loss']))
+  assert losses[-1] < 0.8 * losses[0]
+  assert int(state.step) == 12
+  assert float(metrics['learning_rate']) == pytest.approx(config.phase1.learning_rate)
+  # The injected learning rate can be changed between steps without recompiling.
+  new_lr = parallel.put_replicated(np.float32(1e-6), mesh)
+  state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, new_lr))
+  state, metrics = step(state, batch, key)
+  assert float(metrics['learning_rate']) == pytest.approx(1e-6)
