@@ -167,6 +167,26 @@ def read_json_items(manager: ocp.CheckpointManager, step: int) -> tuple[dict, di
   return restored[LOOP], restored[CONFIG]
 
 
+def check_process_count(step_dir) -> None:
+  """Raises unless `step_dir`'s data positions were saved by as many processes as run now.
+
+  Each process saves its own Grain iterator position, so a phase can only be
+  resumed mid-way by the same number of processes.
+  """
+  step_dir = pathlib.Path(step_dir)
+  saved = {p.name.rsplit('-of-', 1)[1].split('.')[0]
+           for p in (step_dir / DATA).glob('process_*-of-*.json')}
+  if not saved:
+    return
+  count = int(max(saved))
+  if count != jax.process_count():
+    raise CheckpointError(
+        f'{step_dir}: saved by {count} process(es), but this run has '
+        f'{jax.process_count()}. Each process saved its own data position: resume '
+        f'with {count} processes, or start the phase over in a fresh --workdir '
+        '(phase bests of earlier phases can be given as --config.init_checkpoint).')
+
+
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state, iterator):
   """Restores the train state (placed as `abstract_state`'s shardings) and the iterator.
 

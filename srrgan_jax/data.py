@@ -2,15 +2,18 @@
 
 Training (`make_train_iterator`) is a Grain pipeline:
 
-  file paths -> seeded shuffle (new order every epoch) -> per-host slice
-  -> patch references -> batch -> load + crop + augment + degrade -> prefetch
-  in `config.data.num_workers` processes.
+  file paths -> seeded shuffle (new order every epoch) -> this host's patch
+  references -> batch -> load + crop + augment + degrade -> prefetch in
+  `config.data.num_workers` processes.
 
-Sample number `index` of the global stream (counting patches over all hosts)
-comes from record `index // patches_per_image` of the shuffled file list and
-draws all its randomness from `np.random.default_rng([seed, index, stream])`
-(stream 0: crop/flips/colour, stream 1: degradation), so `training_sample`
-rebuilds any sample exactly. The batches do not depend on the worker count.
+Global batch `s` holds samples `[s*B, (s+1)*B)` of the global stream (B =
+`data.batch_size`); host `p` of `P` builds its rows `[p*B/P, (p+1)*B/P)`, so the
+hosts' batches of a step are exactly the one-host batch of that step. Sample
+number `index` of the global stream comes from record `index //
+patches_per_image` of the shuffled file list and draws all its randomness from
+`np.random.default_rng([seed, index, stream])` (stream 0: crop/flips/colour,
+stream 1: degradation), so `training_sample` rebuilds any sample exactly. The
+batches depend neither on the worker count nor on the host count.
 
 Evaluation (`load_eval_set`) centre-crops (or keeps whole) every image of a
 folder and applies the deterministic degradation with a per-image seed derived
@@ -184,14 +187,20 @@ def training_sample(pixels: np.ndarray, sample_index: int, *, seed: int,
 
 
 class _PatchRefs(grain.MapDataset):
-  """Patch j of this host -> (path, global sample index), patches_per_image per record."""
+  """Sample j of this host -> (path, global sample index), patches_per_image per record.
+
+  The host's samples are its rows of each global batch, a contiguous block: the
+  hosts of a step together load exactly the one-host batch, in the same order
+  (so on the same devices), and each reads only its share of the records.
+  """
 
   _MUTATES_ELEMENT_SPEC = True
 
-  def __init__(self, parent: grain.MapDataset, patches_per_image: int,
+  def __init__(self, parent: grain.MapDataset, patches_per_image: int, host_batch: int,
                process_index: int, process_count: int):
     super().__init__(parent)
     self._per_image = patches_per_image
+    self._host_batch = host_batch
     self._process_index = process_index
     self._process_count = process_count
 
@@ -201,9 +210,9 @@ class _PatchRefs(grain.MapDataset):
   def __getitem__(self, index):
     if isinstance(index, slice):
       return self.slice(index)
-    record, patch = divmod(index, self._per_image)
-    global_record = record * self._process_count + self._process_index
-    return self._parent[record], global_record * self._per_image + patch
+    step, row = divmod(index, self._host_batch)
+    sample = (step * self._process_count + self._process_index) * self._host_batch + row
+    return self._parent[sample // self._per_image], sample
 
   def __str__(self) -> str:
     return f'_PatchRefs(patches_per_image={self._per_image})'
@@ -288,9 +297,8 @@ def train_dataset(config, *, process_index: int = 0, process_count: int = 1,
   if copies > 1:
     records = records.repeat(copies, reseed_each_epoch=False)
   records = records.shuffle(seed=int(config.seed) % 2**32).repeat()
-  records = records[process_index::process_count]
-  batches = _PatchRefs(records, int(config.data.patches_per_image), process_index,
-                       process_count)
+  batches = _PatchRefs(records, int(config.data.patches_per_image), host_batch,
+                       process_index, process_count)
   batches = batches.batch(host_batch, drop_remainder=True, batch_fn=list)
   batches = batches.map(_LoadBatch(config, paths))
   workers = int(config.data.num_workers)
@@ -529,7 +537,7 @@ def sample_photos_dir() -> Path:
       # them decode 3-4x slower.
       shutil.copyfile(source, staging / photo.split / photo.name)
     (staging / 'PROVENANCE.md').write_text(_provenance_text())
-    if root.exists():  # An interrupted earlier attempt.
+    if root.exists() and not _sample_photos_complete(root):  # An interrupted attempt.
       shutil.rmtree(root, ignore_errors=True)
     try:
       staging.rename(root)

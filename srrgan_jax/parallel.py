@@ -34,7 +34,15 @@ def initialize_distributed(dist_config) -> None:
     kwargs['num_processes'] = dist_config.num_processes
   if dist_config.process_id >= 0:
     kwargs['process_id'] = dist_config.process_id
-  jax.distributed.initialize(**kwargs)
+  try:
+    jax.distributed.initialize(**kwargs)
+  except ValueError as e:  # No cluster environment JAX recognises.
+    raise ValueError(
+        f'jax.distributed could not start ({e}). Outside SLURM, Open MPI, '
+        'Kubernetes and TPU pods give every process '
+        '--config.distributed.coordinator_address=HOST:PORT (of process 0), '
+        '--config.distributed.num_processes=N and --config.distributed.process_id=I.'
+    ) from e
   logging.info('jax.distributed: process %d of %d, %d local / %d global devices.',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count())
@@ -45,9 +53,21 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
+def sync_processes(name: str) -> None:
+  """Waits until every process reaches the point `name` (no-op with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
 def make_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D mesh over all (or the given) devices with the axis 'data'."""
-  devices = jax.devices() if devices is None else list(devices)
+  """A 1-D mesh over all (or the given) devices with the axis 'data'.
+
+  All devices are ordered by process, so that process p's devices hold rows
+  [p*b, (p+1)*b) of every global batch: the rows its data loader builds.
+  """
+  devices = (sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+             if devices is None else list(devices))
   return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
 
 

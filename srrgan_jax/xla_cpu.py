@@ -3,9 +3,9 @@
 XLA:CPU hands convolutions to YNNPACK by default. Its weight-gradient
 convolutions (a 3x3 kernel gradient is a convolution with a 128x128 window)
 run about 1.6x slower than XLA's own Eigen convolutions on this project's
-networks, while forward and input-gradient convolutions run about as fast
-either way: with convolutions left to Eigen, a full-size step takes about 20%
-less CPU time (phase 1 and phase 3, batch 4; see `bench/train.py`).
+networks: with convolutions left to Eigen, a full-size training step takes about
+20% less CPU time (phase 1 and phase 3, batch 4; see `bench/train.py`). For
+training only: a forward pass alone (inference) runs 5-10% faster with YNNPACK.
 
 XLA reads its flags once, when JAX starts its CPU backend: call
 `use_eigen_convolutions()` before the first JAX computation of the process.

@@ -3,10 +3,11 @@
     python tests/multihost_worker.py CONFIG_JSON WORKDIR COORDINATOR PROCESS_ID \
         STOP_PHASE STOP_STEP
 
-Joins `jax.distributed` through the run's own `config.distributed` (as train.py
-does), trains with `loop.run` until STOP_STEP of STOP_PHASE (an interruption),
-then checks that evaluation refuses to run on several processes. The caller sets
-XLA_FLAGS/JAX_PLATFORMS (fake CPU devices) and SRRGAN_WEIGHTS_DIR.
+Joins `jax.distributed` through the run's own `config.distributed` and sets up
+XLA:CPU as train.py does, trains with `loop.run` until STOP_STEP of STOP_PHASE
+(an interruption), then checks that evaluation refuses to run on several
+processes. The caller sets XLA_FLAGS/JAX_PLATFORMS (fake CPU devices) and
+SRRGAN_WEIGHTS_DIR.
 """
 
 import json
@@ -17,10 +18,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from srrgan_jax import checkpoints  # pylint: disable=g-import-not-at-top
 from srrgan_jax import evaluation
+from srrgan_jax import xla_cpu
 from srrgan_jax.train import loop
 
 
 def main(config_json, workdir, coordinator, process_id, stop_phase, stop_step):
+  xla_cpu.use_eigen_convolutions()  # Same convolutions as train.py: same numbers.
   config = checkpoints.config_from_dict(json.loads(pathlib.Path(config_json).read_text()))
   dist = config.distributed
   dist.initialize = True

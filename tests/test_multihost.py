@@ -2,8 +2,8 @@
 
 The two processes talk through `jax.distributed` on localhost (gloo CPU
 collectives). They are interrupted mid-phase (`tests/multihost_worker.py`) and
-resumed by `train.py` itself; a one-process, four-device run of the same steps in
-this process is the reference. Every subprocess is killed when the test ends.
+resumed by `train.py` itself; `train.py` as one process with four devices, all
+steps in one go, is the reference. Every subprocess is killed when the test ends.
 """
 
 import json
@@ -35,10 +35,14 @@ from srrgan_jax.train import monitor
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # Generous bounds for a busy 2-core machine; a healthy launch takes well under a minute.
 LAUNCH_TIMEOUT_S = 240
-STOP_STEP = 4  # Mid epoch 2 of phase 1 (3 steps per epoch), after a periodic save.
-# Not bit-exact: the gradient all-reduce over two processes (gloo) sums the
-# per-device partial gradients in another order than XLA's in-process all-reduce,
-# which changes the last bit of some values; 6 Adam steps keep that near 1e-7.
+# Mid epoch 1 of phase 1 (3 steps per epoch), at a periodic save: the first
+# launch compiles no validation step, the resumed one validates twice.
+STOP_STEP = 2
+# Not bit-exact: float sums run in another order. The gradient all-reduce over
+# two processes (gloo) adds the per-device parts differently from XLA's
+# in-process all-reduce, and XLA:CPU may split a reduction over threads
+# differently in a 2-device process. That moves the last bits of some gradients;
+# after 6 Adam steps parameters differ by up to ~5e-7 (values up to ~1).
 ATOL = 1e-5
 
 
@@ -120,10 +124,11 @@ def free_port() -> int:
 class Processes:
   """Subprocesses started together; waited for with a deadline and always killed."""
 
-  def __init__(self, commands, env, log_dir: pathlib.Path, name: str):
+  def __init__(self, launches, log_dir: pathlib.Path):
+    """`launches`: one (log name, command, environment) per process."""
     self.procs, self.logs = [], []
-    for i, command in enumerate(commands):
-      log = open(log_dir / f'{name}_{i}.log', 'w+', encoding='utf-8')
+    for name, command, env in launches:
+      log = open(log_dir / f'{name}.log', 'w+', encoding='utf-8')
       self.logs.append(log)
       # Own process group: the kill below takes any child the process started.
       self.procs.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=log,
@@ -186,15 +191,24 @@ def test_two_processes_train_and_resume_like_one_process(photo_dirs, tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO),
              XLA_FLAGS='--xla_force_host_platform_device_count=2',
              SRRGAN_WEIGHTS_DIR=str(weights_dir), SRRGAN_CACHE_DIR=str(tmp_path / 'cache'))
+  four_devices = dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4')
   multi, single = tmp_path / 'two_processes', tmp_path / 'one_process'
+  train_py = [sys.executable, 'train.py', '--config', str(config_file), '--workdir']
+
+  def distributed(i):
+    return ['--config.distributed.initialize=True',
+            f'--config.distributed.coordinator_address={coordinator}',
+            '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}']
 
   coordinator = f'localhost:{free_port()}'
-  first = [[sys.executable, 'tests/multihost_worker.py', str(config_json), str(multi),
-            coordinator, str(i), '1', str(STOP_STEP)] for i in range(2)]
-  with Processes(first, env, tmp_path, 'interrupted') as launch:
-    loop.run(config, single)  # The reference, meanwhile, on this process's 4 devices.
-    interrupted = launch.wait(LAUNCH_TIMEOUT_S)
-  for output in interrupted:
+  interrupted = [(f'interrupted_{i}', [
+      sys.executable, 'tests/multihost_worker.py', str(config_json), str(multi),
+      coordinator, str(i), '1', str(STOP_STEP)], env) for i in range(2)]
+  # The reference, meanwhile: one process with 4 devices, all 6 steps in one go.
+  reference = [('one_process', train_py + [str(single)], four_devices)]
+  with Processes(interrupted + reference, tmp_path) as launch:
+    outputs = launch.wait(LAUNCH_TIMEOUT_S)
+  for output in outputs[:2]:
     assert 'evaluation refused' in output and 'single host' in output
   # Data positions were saved per process: one process cannot take over.
   one_takes_over = tmp_path / 'one_takes_over'
@@ -203,12 +217,9 @@ def test_two_processes_train_and_resume_like_one_process(photo_dirs, tmp_path):
     loop.run(config, one_takes_over)
 
   coordinator = f'localhost:{free_port()}'
-  second = [[sys.executable, 'train.py', '--config', str(config_file), '--workdir',
-             str(multi), '--config.distributed.initialize=True',
-             f'--config.distributed.coordinator_address={coordinator}',
-             '--config.distributed.num_processes=2',
-             f'--config.distributed.process_id={i}'] for i in range(2)]
-  with Processes(second, env, tmp_path, 'resumed') as launch:
+  resumed = [(f'resumed_{i}', train_py + [str(multi)] + distributed(i), env)
+             for i in range(2)]
+  with Processes(resumed, tmp_path) as launch:
     resumed = launch.wait(LAUNCH_TIMEOUT_S)
   assert f'Phase 1: resuming at step {STOP_STEP}' in resumed[0]
   assert 'Phase 1:' not in resumed[1] and 'Final generator' not in resumed[1]

@@ -136,6 +136,20 @@ def test_interrupted_runs_resume_bit_for_bit(full_run, tiny_config, tmp_path):
   assert loop.run(tiny_config, workdir)['final'] == ref_summary['final']
 
 
+def test_phase3_alone_from_init_checkpoint_equals_the_chained_run(full_run, tiny_config,
+                                                                   tmp_path):
+  reference, _ = full_run
+  config = tiny_config.copy_and_resolve_references()
+  config.phases = (3,)
+  config.init_checkpoint = str(reference / 'checkpoints' / 'phase2')  # Its best step.
+  workdir = tmp_path / 'phase3_only'
+  loop.run(config, workdir)
+  ours, theirs = (checkpoints.list_checkpoints(w, 3) for w in (workdir, reference))
+  loop3 = json.loads((ours[0][1] / 'loop' / 'metadata').read_text())
+  assert loop3['start'].startswith('init_checkpoint')
+  assert_trees_equal(read_state(ours[-1][1]), read_state(theirs[-1][1]))
+
+
 def test_resuming_with_another_model_names_the_fields(full_run, tiny_config):
   workdir, _ = full_run
   config = tiny_config.copy_and_resolve_references()

@@ -8,6 +8,7 @@ from ml_collections import config_flags
 
 import configs
 from srrgan_jax import commands
+from srrgan_jax import xla_cpu
 
 _QUICKSTART = str(pathlib.Path(configs.__file__).parent / 'quickstart.py')
 
@@ -27,6 +28,8 @@ def main(argv):
   if _PRINT_CONFIG.value:
     print(_CONFIG.value)
     return
+  # Before JAX's first computation: faster training convolutions on XLA:CPU.
+  xla_cpu.use_eigen_convolutions()
   from srrgan_jax.train import loop  # Imported late so --help stays fast.
   loop.run(_CONFIG.value, _WORKDIR.value)
 

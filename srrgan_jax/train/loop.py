@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import pathlib
 import time
 from typing import Any, Callable, Optional
@@ -119,10 +120,14 @@ def _check_run_config(workdir: pathlib.Path, config) -> None:
 
 
 def _write_run_config(workdir: pathlib.Path, config) -> None:
+  # Every process has checked the old file before process 0 replaces it.
+  parallel.sync_processes('srrgan_run_config_checked')
   if parallel.is_main_process():
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / 'config.json').write_text(
+    tmp = workdir / 'config.json.tmp'
+    tmp.write_text(
         json.dumps(checkpoints.config_to_dict(config), indent=2, sort_keys=True) + '\n')
+    os.replace(tmp, workdir / 'config.json')  # Readers never see half a file.
 
 
 def _phase_complete(loop_state: dict, config, phase: int) -> bool:
@@ -263,6 +268,9 @@ class PhaseRun:
     checkpoints.check_compatible(saved_config, self.config, self.manager.directory)
     changed = checkpoints.config_differences(saved_config,
                                              checkpoints.config_to_dict(self.config))
+    # How a launch is spread over hosts or which phases it runs is no news.
+    changed = {k: v for k, v in changed.items()
+               if not k.startswith(('distributed.', 'phases', 'init_checkpoint'))}
     if changed:
       log.warning('phase %d continues with changed settings: %s', self.phase,
                   checkpoints.describe_differences(changed))
@@ -294,6 +302,7 @@ class PhaseRun:
            f'starting from {source}.')
 
   def _resume(self, latest: int) -> None:
+    checkpoints.check_process_count(self.manager.directory / str(latest))
     abstract = state_lib.abstract_state(self.config, self.phase, self.optimizers)
     replicated = parallel.replicated(self.mesh)
     abstract = jax.tree.map(

@@ -190,30 +190,36 @@ def plot_phase(workdir, phase: int) -> Optional[pathlib.Path]:
     return None
   loss_keys = [k for k in train if k not in ('step', 'psnr', 'ssim', 'steps_per_second')
                and 'learning_rate' not in k and not k.startswith('d_')]
-  fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+  panels = ['generator', 'validation', 'psnr', 'learning_rate']
+  if 'd_loss' in train:
+    panels.insert(1, 'discriminator')
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4))
+  ax = dict(zip(panels, axes))
   for k in loss_keys:
-    axes[0].plot(train['step'], train[k], label=k)
-  axes[0].set_yscale('log')
-  axes[0].set_title(f'phase {phase}: generator losses')
-  for k in ('d_loss', 'd_real', 'd_fake'):
-    if k in train:
-      axes[1].plot(train['step'], train[k], label=k)
+    ax['generator'].plot(train['step'], train[k], label=k)
+  ax['generator'].set_yscale('log')
+  ax['generator'].set_title(f'phase {phase}: generator losses (train)')
+  if 'discriminator' in ax:
+    for k in ('d_loss', 'd_real', 'd_fake'):
+      ax['discriminator'].plot(train['step'], train[k], label=k)
+    ax['discriminator'].set_title('discriminator loss, mean logits')
   for k in ('pixel', 'perceptual', 'loss'):
     if val and k in val:
-      axes[1].plot(val['step'], val[k], 'o-', label=f'val {k}')
-  axes[1].set_title('discriminator / validation losses')
-  axes[2].plot(train['step'], train['psnr'], label='train PSNR', alpha=0.6)
+      ax['validation'].plot(val['step'], val[k], 'o-', label=k)
+  ax['validation'].set_yscale('log')
+  ax['validation'].set_title('validation losses (per epoch)')
+  ax['psnr'].plot(train['step'], train['psnr'], label='train', alpha=0.6)
   if val and 'psnr' in val:
-    axes[2].plot(val['step'], val['psnr'], 'o-', label='val PSNR')
-  axes[2].set_title('PSNR (dB)')
+    ax['psnr'].plot(val['step'], val['psnr'], 'o-', label='validation')
+  ax['psnr'].set_title('PSNR (dB)')
   for k in train:
     if 'learning_rate' in k:
-      axes[3].plot(train['step'], train[k], label=k)
-  axes[3].set_title('learning rates')
-  for ax in axes:
-    ax.set_xlabel('step')
-    if ax.has_data():
-      ax.legend(fontsize=7)
+      ax['learning_rate'].plot(train['step'], train[k], label=k)
+  ax['learning_rate'].set_title('learning rates')
+  for a in axes:
+    a.set_xlabel('step')
+    if a.has_data():
+      a.legend(fontsize=7)
   fig.subplots_adjust(left=0.04, right=0.99, bottom=0.15, top=0.9, wspace=0.25)
   path = workdir / 'plots' / f'phase{phase}.png'
   path.parent.mkdir(parents=True, exist_ok=True)
