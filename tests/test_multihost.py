@@ -127,13 +127,17 @@ class Processes:
   def __init__(self, launches, log_dir: pathlib.Path):
     """`launches`: one (log name, command, environment) per process."""
     self.procs, self.logs = [], []
-    for name, command, env in launches:
-      log = open(log_dir / f'{name}.log', 'w+', encoding='utf-8')
-      self.logs.append(log)
-      # Own process group: the kill below takes any child the process started.
-      self.procs.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=log,
-                                         stderr=subprocess.STDOUT,
-                                         start_new_session=True))
+    try:
+      for name, command, env in launches:
+        log = open(log_dir / f'{name}.log', 'w+', encoding='utf-8')
+        self.logs.append(log)
+        # Own process group: the kill below takes any child the process started.
+        self.procs.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=log,
+                                           stderr=subprocess.STDOUT,
+                                           start_new_session=True))
+    except BaseException:
+      self.__exit__()
+      raise
 
   def outputs(self) -> list[str]:
     texts = []

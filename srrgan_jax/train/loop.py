@@ -325,7 +325,7 @@ class PhaseRun:
     # The phase key as saved in the state, in its own buffer: the state's is
     # donated to every step.
     key = parallel.put_replicated(parallel.to_host(self.state.rng), self.mesh)
-    step = int(self.loop_state['step'])
+    step = first_step = int(self.loop_state['step'])
     self.monitor = monitor_lib.PhaseMonitor(
         self.workdir, phase, enabled=self.main, resume_step=step if resumed else None,
         resume_epoch=self.loop_state['epoch'] if resumed else None)
@@ -340,7 +340,7 @@ class PhaseRun:
         batch = parallel.global_batch(next(self.iterator), self.mesh)
         started = time.perf_counter()
         self.state, device_metrics = train_step(self.state, batch, key)
-        if step == int(self.loop_state['step']):
+        if step == first_step:
           jax.block_until_ready(device_metrics)
           log.info('phase %d: first step (compile + run) took %.1f s', phase,
                    time.perf_counter() - started)
