@@ -54,6 +54,7 @@ import PIL.Image
 from srrgan_jax import augment
 from srrgan_jax import degradation
 from srrgan_jax import image_io
+from srrgan_jax import tiling
 
 # Shuffling a tiny list with Grain's index_shuffle costs milliseconds per
 # element; repeating the list up to this length makes it microseconds.
@@ -554,16 +555,6 @@ def sample_photos_dir() -> Path:
 # Data preparation: overlapping sub-images.
 
 
-def tile_starts(length: int, crop: int, step: int) -> list[int]:
-  """Window starts every `step` px, plus one flush with the end so all is covered."""
-  if length <= crop:
-    return [0]
-  starts = list(range(0, length - crop + 1, step))
-  if starts[-1] + crop < length:
-    starts.append(length - crop)
-  return starts
-
-
 def _cut_subimages(path: Path, input_dir: Path, output_dir: Path, crop: int, step: int,
                    compression: int) -> int:
   pixels = image_io.decode_raw(path)
@@ -573,8 +564,9 @@ def _cut_subimages(path: Path, input_dir: Path, output_dir: Path, crop: int, ste
   target = output_dir / path.relative_to(input_dir).parent
   target.mkdir(parents=True, exist_ok=True)
   count = 0
-  for top in tile_starts(height, crop, step):
-    for left in tile_starts(width, crop, step):
+  # Same layout as inference tiles: every `step` px, the last flush with the edge.
+  for top in tiling.tile_starts(height, crop, crop - step):
+    for left in tiling.tile_starts(width, crop, crop - step):
       count += 1
       window = pixels[top:top + crop, left:left + crop]
       ok, encoded = cv2.imencode('.png', window,

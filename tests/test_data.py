@@ -10,6 +10,7 @@ from configs import tiny
 from srrgan_jax import augment
 from srrgan_jax import data
 from srrgan_jax import image_io
+from srrgan_jax import tiling
 from test_degradation import photo_like
 
 
@@ -240,9 +241,9 @@ def test_prepare_command_cuts_overlapping_subimages(tmp_path, capsys):
   image_io.write_image(source / 'wide.png', photo_like(40, 70), bit_depth=16)
   image_io.write_image(source / 'sub' / 'tiny.png', photo_like(20, 20, 1))
   (source / 'bad.png').write_bytes(b'nope')
-  assert data.tile_starts(70, 32, 16) == [0, 16, 32, 38]
-  assert data.tile_starts(40, 32, 16) == [0, 8]
-  assert data.tile_starts(20, 32, 16) == [0]
+  assert tiling.tile_starts(70, 32, 32 - 16) == [0, 16, 32, 38]
+  assert tiling.tile_starts(40, 32, 32 - 16) == [0, 8]
+  assert tiling.tile_starts(20, 32, 32 - 16) == [0]
   status = data.run(['--input', str(source), '--output', str(tmp_path / 'out'),
                      '--crop', '32', '--step', '16', '--workers', '2'])
   output = capsys.readouterr()
