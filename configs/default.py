@@ -29,6 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
   m.leaky_slope = 0.1  # LeakyReLU negative slope.
   m.dropout_rate = 0.05  # Spatial (channel) dropout in bottleneck/decoder.
   m.compute_dtype = 'float32'  # 'bfloat16' for mixed precision (params stay f32).
+  m.output_activation = 'tanh'  # Bounds base + residual: 'tanh' (reference) or 'clip'.
+  m.zero_init_output = False  # Zero output conv: training starts from bilinear.
 
   # --- Discriminator: spectral-normalised PatchGAN (SPEC "Discriminator").
   d = c.disc = ml_collections.ConfigDict()
@@ -49,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.patch_size = 256  # HR training patch; LR patch is patch_size // scale.
   data.batch_size = 64  # Global batch, split over all devices of all hosts.
   data.eval_batch_size = 16  # Global batch for validation/test patches.
+  data.val_crop_size = 0  # HR centre crop scored per val/test image; 0 = patch_size.
   data.patches_per_image = 1  # Random patches cut per decoded image (>1 saves decodes).
   data.num_workers = 2  # Grain worker processes per host (0 = in-process).
   data.prefetch_buffer_size = 4  # Batches each worker prepares ahead.

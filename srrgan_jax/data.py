@@ -414,17 +414,33 @@ def eval_paths(folder, max_images: int = 0) -> list[Path]:
   return paths[:max_images] if max_images else paths
 
 
-def load_eval_set(folder, config, *, crop: Optional[int] | str = 'patch',
+def eval_crop_size(config, crop: int = 0) -> int:
+  """The HR centre crop to score: `crop`, else data.val_crop_size, else the patch size.
+
+  Raises ValueError unless its LR side fits the generator (a multiple of scale x
+  2**stride-2 stages).
+  """
+  crop = int(crop) or int(config.data.val_crop_size) or int(config.data.patch_size)
+  multiple = config.scale * 2 ** len(config.model.encoder_channels)
+  if crop % multiple:
+    raise ValueError(
+        f'crop size {crop} is not a multiple of {multiple} (scale {config.scale} x the '
+        f'generator\'s {2 ** len(config.model.encoder_channels)} size multiple); choose '
+        f'a multiple, e.g. {max(multiple, crop // multiple * multiple)}, or use full images.')
+  return crop
+
+
+def load_eval_set(folder, config, *, crop: Optional[int] | str = 'config',
                   max_images: int = 0) -> dict[str, Any]:
   """Every image of `folder` with its deterministic LR, both in [-1, 1].
 
-  crop: 'patch' (default) = `config.data.patch_size`; an int = that centre crop;
+  crop: 'config' (default) = `eval_crop_size(config)`; an int = that centre crop;
   None = whole images (lists, not stacked; for large sets loop over `eval_paths`
   with `eval_pair` instead of holding all in memory). Returns {'lr', 'hr',
   'names'} with names relative to `folder`.
   """
-  if crop == 'patch':
-    crop = int(config.data.patch_size)
+  if crop == 'config':
+    crop = eval_crop_size(config)
   paths = eval_paths(folder, max_images)
   with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
     pairs = list(pool.map(lambda path: eval_pair(path, config, crop), paths))

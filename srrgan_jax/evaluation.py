@@ -100,19 +100,17 @@ def make_protocol(config: ml_collections.ConfigDict, *, full_images: bool = Fals
                   use_ema: bool = True) -> Protocol:
   """The protocol from command-line choices; defaults follow the original system.
 
-  crop_size 0 means config.data.patch_size; crop_border -1 means the scale.
+  crop_size 0 means `data.eval_crop_size(config)` (the validation crop);
+  crop_border -1 means the scale.
   """
+  from srrgan_jax import data  # Late import: data pulls in Grain and OpenCV workers.
   if full_images:
     crop_size = 0
   else:
-    crop_size = crop_size or config.data.patch_size
-    multiple = config.scale * 2 ** len(config.model.encoder_channels)
-    if crop_size % multiple:
-      raise EvaluationError(
-          f'crop size {crop_size} is not a multiple of {multiple} (scale '
-          f'{config.scale} x the generator\'s {2 ** len(config.model.encoder_channels)}'
-          ' size multiple); choose a multiple, e.g. '
-          f'{max(multiple, crop_size // multiple * multiple)}, or use full images.')
+    try:
+      crop_size = data.eval_crop_size(config, crop_size)
+    except ValueError as error:
+      raise EvaluationError(str(error)) from None
   if crop_border < 0:
     crop_border = config.scale
   inference = config.inference

@@ -61,6 +61,13 @@ def _conv3x3(x, kernel, bias):
   return y + bias
 
 
+def _max_pool_2x2(x_BHWC):
+  """2x2 stride-2 max pool as a reshape + max: same values as `nn.max_pool`, and its
+  gradient avoids XLA:CPU's slow select-and-scatter (VGG sizes are even at every pool)."""
+  b, h, w, c = x_BHWC.shape
+  return x_BHWC.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 def vgg19_features(params: Params, x_BHWC: jax.Array,
                    layers: Sequence[str]) -> dict[str, jax.Array]:
   """Post-ReLU VGG19 feature maps `{layer: (B, h, w, C)}` of [-1,1] RGB images.
@@ -76,7 +83,7 @@ def vgg19_features(params: Params, x_BHWC: jax.Array,
   features = {}
   for layer in VGG19_LAYERS[:deepest + 1]:
     if layer.endswith('_conv1') and layer != 'block1_conv1':
-      h = nn.max_pool(h, (2, 2), strides=(2, 2))
+      h = _max_pool_2x2(h)
     h = jax.nn.relu(_conv3x3(h, params[layer]['kernel'], params[layer]['bias']))
     if layer in layers:
       features[layer] = h

@@ -18,6 +18,8 @@ def test_every_config_loads(name):
   assert config.data.patch_size % (8 * config.scale) == 0
   assert config.data.batch_size % 4 == 0  # Divisible by the 4 fake test devices.
   assert set(config.phases) <= {1, 2, 3}
+  from srrgan_jax import data  # pylint: disable=g-import-not-at-top
+  assert data.eval_crop_size(config) % (8 * config.scale) == 0  # Raises if it does not fit.
 
 
 def test_default_matches_spec_numbers():
@@ -25,6 +27,7 @@ def test_default_matches_spec_numbers():
   assert c.data.patch_size == 256 and c.data.batch_size == 64
   assert c.model.encoder_channels == (64, 128, 256)
   assert c.model.num_bottleneck_blocks == 5 and c.model.num_head_blocks == 4
+  assert c.model.output_activation == 'tanh' and not c.model.zero_init_output
   assert c.degradation.jpeg_quality_range == (60, 95)
   assert c.degradation.eval_noise_std == pytest.approx(10 / 255)
   assert c.loss.perceptual_layer_weights == (0.303, 0.303, 0.242, 0.151)

@@ -217,6 +217,19 @@ def test_eval_set_is_deterministic_and_strict(tmp_path):
     data.load_eval_set(tmp_path / 'nowhere', c)
 
 
+def test_eval_crop_is_the_validation_crop_else_the_patch_size(tmp_path):
+  c = tiny_config()  # Scale 2, three stride-2 stages: crops must be multiples of 16.
+  assert data.eval_crop_size(c) == 32
+  c.data.val_crop_size = 48
+  assert data.eval_crop_size(c) == 48 and data.eval_crop_size(c, 16) == 16
+  image_io.write_image(tmp_path / 'a.png', photo_like(50, 60))
+  loaded = data.load_eval_set(tmp_path, c)
+  assert loaded['hr'].shape == (1, 48, 48, 3) and loaded['lr'].shape == (1, 24, 24, 3)
+  c.data.val_crop_size = 40
+  with pytest.raises(ValueError, match='crop size 40 is not a multiple of 16.*e.g. 32'):
+    data.eval_crop_size(c)
+
+
 def test_sample_photos_are_real_colour_photos_with_provenance(tmp_path, monkeypatch):
   monkeypatch.setenv('SRRGAN_CACHE_DIR', str(tmp_path))
   root = data.sample_photos_dir()

@@ -95,6 +95,31 @@ def test_tiny_generator_upscales_around_the_bilinear_global_residual(scale):
   np.testing.assert_allclose(apply({'params': params}, lr), np.tanh(base), atol=1e-6)
 
 
+def test_clip_output_and_zero_init_start_exactly_at_bilinear():
+  config = tiny_config()
+  config.model.output_activation = 'clip'
+  config.model.zero_init_output = True
+  model = models.build_generator(config)
+  lr = lr_batch((2, 16, 16, 3)) * 1.5  # Some inputs beyond [-1, 1]: clipped, not squashed.
+  variables = models.init_generator(config, jax.random.key(1), lr.shape)
+  assert not np.any(variables['params']['output_conv']['kernel'])
+  hr = model.apply(variables, lr)
+  base = jax.image.resize(lr, hr.shape, 'bilinear')
+  np.testing.assert_allclose(hr, np.clip(base, -1, 1), atol=1e-6)
+  assert np.abs(hr).max() == 1.0
+  # The output conv still learns: its kernel gets a nonzero gradient from step 0.
+  grads = jax.grad(lambda p: jnp.mean(jnp.abs(model.apply({'params': p}, lr) - 0.3)))(
+      variables['params'])
+  assert np.abs(grads['output_conv']['kernel']).max() > 0
+
+
+def test_unknown_output_activation_is_refused():
+  config = tiny_config()
+  config.model.output_activation = 'sigmoid'
+  with pytest.raises(ValueError, match=r"model.output_activation .*'sigmoid'"):
+    models.build_generator(config)
+
+
 def test_keras_default_initialisers():
   params = tiny_generator()[1]['params']
   kernel = params['encoder_0']['conv']['kernel']  # 3x3, 8 -> 8.

@@ -53,6 +53,17 @@ def test_caffe_preprocess_is_keras_caffe_mode():
                              [255 - 103.939, 76.5 - 116.779, 153 - 123.68], rtol=1e-6)
 
 
+def test_reshape_max_pool_matches_flax_max_pool_values_and_gradients():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), (2, 8, 12, 5))
+  np.testing.assert_array_equal(perceptual._max_pool_2x2(x),
+                                nn.max_pool(x, (2, 2), strides=(2, 2)))
+  weights_ = jax.random.normal(jax.random.key(1), (2, 4, 6, 5))
+  ours = jax.grad(lambda v: jnp.sum(perceptual._max_pool_2x2(v) * weights_))(x)
+  flax_grad = jax.grad(lambda v: jnp.sum(nn.max_pool(v, (2, 2), strides=(2, 2)) * weights_))(x)
+  np.testing.assert_array_equal(ours, flax_grad)
+
+
 def test_first_conv_matches_direct_computation(config):
   params = perceptual.load_vgg19_params(config)
   x = np.random.default_rng(0).uniform(-1, 1, (1, 6, 5, 3)).astype(np.float32)

@@ -11,8 +11,8 @@ Two modes:
       scores existing SR images against ground truths of the same file name.
 
 Protocol options (both modes): --full_images (tiled inference on whole images)
-or centre crops of --crop_size (default: the run's data.patch_size, 256 in the
-original protocol); --y_channel (BT.601 luma, as BasicSR) or RGB; --crop_border
+or centre crops of --crop_size (default: the run's data.val_crop_size, else its
+data.patch_size: 256 in the original protocol); --y_channel (BT.601 luma, as BasicSR) or RGB; --crop_border
 (default: the scale). MAE is on [-1, 1] RGB, LPIPS is VGG16 v0.1.
 """
 
@@ -43,8 +43,8 @@ _FULL_IMAGES = flags.DEFINE_bool(
     'full_images', False, 'Score whole images (generator run with tiled inference) '
     'instead of centre crops.')
 _CROP_SIZE = flags.DEFINE_integer(
-    'crop_size', 0, 'HR centre-crop side. Run mode: 0 = the run\'s data.patch_size '
-    '(256 = the original protocol). Folder mode: 0 = full images.')
+    'crop_size', 0, 'HR centre-crop side. Run mode: 0 = the run\'s data.val_crop_size, '
+    'else its data.patch_size (256 = the original protocol). Folder mode: 0 = full images.')
 _Y_CHANNEL = flags.DEFINE_bool(
     'y_channel', False, 'PSNR/SSIM on the ITU-R BT.601 Y channel '
     '(16/255 + (65.481 R + 128.553 G + 24.966 B)/255) instead of RGB.')

@@ -3,6 +3,11 @@
 Follows SPEC.md "Generator"; every width and count comes from `config.model`.
 Input LR in [-1, 1] (B, H, W, 3) with H, W multiples of 2**len(encoder_channels);
 output HR (B, H*scale, W*scale, 3) float32 in [-1, 1].
+
+`output_activation` bounds base + r to [-1, 1]: 'tanh' is the reference's
+(SPEC step 9); 'clip' leaves values inside the range untouched, so a zero
+residual gives exactly the bilinear base (tanh would shrink it: tanh(0.9) =
+0.72), which is what short runs need to beat bilinear upsampling.
 """
 
 import dataclasses
@@ -114,6 +119,9 @@ class DecoderBlock(nn.Module):
     return s.lrelu(s.norm(self.channels, name='norm2')(h))
 
 
+OUTPUT_ACTIVATIONS = ('tanh', 'clip')
+
+
 def check_lr_input(shape: Sequence[int], multiple: int) -> None:
   """Raises ValueError unless `shape` is (B, H, W, 3) with H, W multiples of `multiple`."""
   shape = tuple(shape)
@@ -142,6 +150,8 @@ class Generator(nn.Module):
   num_bottleneck_blocks: int = 5
   decoder_channels: tuple[int, ...] = (128, 64, 64)
   num_tail_blocks: int = 2
+  output_activation: str = 'tanh'
+  zero_init_output: bool = False
   settings: BlockSettings = BlockSettings()
 
   @property
@@ -175,10 +185,14 @@ class Generator(nn.Module):
     for i in range(self.num_tail_blocks):
       x = AttentionResidualBlock(s, name=f'tail_{i}')(x)
 
-    r = s.conv(3 * self.scale ** 2, use_bias=True, name='output_conv')(x)
+    # A zero output conv makes the untrained network return its bilinear base.
+    output_init = nn.initializers.zeros if self.zero_init_output else layers.glorot_uniform
+    r = layers.conv(3 * self.scale ** 2, 3, use_bias=True, dtype=s.dtype,
+                    kernel_init=output_init, name='output_conv')(x)
     r = layers.PixelShuffle(self.scale, name='output_shuffle')(r)
-    # The global residual and tanh stay in float32 under mixed precision.
-    return jnp.tanh(base + r.astype(jnp.float32))
+    # The global residual and the output bound stay in float32 under mixed precision.
+    out = base + r.astype(jnp.float32)
+    return jnp.tanh(out) if self.output_activation == 'tanh' else jnp.clip(out, -1.0, 1.0)
 
 
 def build_generator(config: ml_collections.ConfigDict) -> Generator:
@@ -188,6 +202,10 @@ def build_generator(config: ml_collections.ConfigDict) -> Generator:
     raise ValueError(
         f'model.decoder_channels {tuple(m.decoder_channels)} needs one entry per '
         f'encoder stage in model.encoder_channels {tuple(m.encoder_channels)}.')
+  if m.output_activation not in OUTPUT_ACTIVATIONS:
+    raise ValueError(
+        f'model.output_activation must be one of {OUTPUT_ACTIVATIONS}; got '
+        f'{m.output_activation!r}.')
   if config.scale < 1:
     raise ValueError(f'scale must be a positive integer (2 or 4); got {config.scale}.')
   settings = BlockSettings(
@@ -201,7 +219,8 @@ def build_generator(config: ml_collections.ConfigDict) -> Generator:
       encoder_channels=tuple(m.encoder_channels),
       num_bottleneck_blocks=m.num_bottleneck_blocks,
       decoder_channels=tuple(m.decoder_channels),
-      num_tail_blocks=m.num_tail_blocks, settings=settings)
+      num_tail_blocks=m.num_tail_blocks, output_activation=m.output_activation,
+      zero_init_output=m.zero_init_output, settings=settings)
 
 
 def default_lr_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:

@@ -473,7 +473,8 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   summary['final'] = handed_on.val_metrics
   _print(f'\nFinal generator (phase {handed_on.phase}, {handed_on.step_dir}):\n'
          f'  validation PSNR {handed_on.val_metrics["psnr"]:.3f} dB, SSIM '
-         f'{handed_on.val_metrics["ssim"]:.4f} on {len(val_set)} held-out patches\n'
+         f'{handed_on.val_metrics["ssim"]:.4f} on {len(val_set)} held-out '
+         f'{val_set.hr.shape[1]}x{val_set.hr.shape[2]} centre crops\n'
          f'  bilinear upsampling of the degraded input: PSNR {baseline["psnr"]:.3f} dB, '
          f'SSIM {baseline["ssim"]:.4f}\n'
          f'Outputs in {workdir}: checkpoints/, logs/ (TensorBoard: tensorboard '
