@@ -26,9 +26,9 @@ def perceptual_loss(vgg_params, pred: jax.Array, target: jax.Array,
                     layer_weights: Sequence[float] = DEFAULT_PERCEPTUAL_WEIGHTS) -> jax.Array:
   """sum_i w_i * mean|VGG19_i(pred) - VGG19_i(target)| over post-ReLU layers.
 
-  Prediction and target go through the VGG separately: the target's pass needs no
-  backward pass (half the VGG backward work of one shared 2B batch), and XLA:CPU
-  runs two batches of B faster than one of 2B.
+  Prediction and target go through the VGG separately, so that only the
+  prediction's pass is differentiated (one shared batch of 2B would pull the
+  backward pass through the target rows too).
   """
   if len(layers) != len(layer_weights):
     raise ValueError(f'{len(layers)} perceptual layers but {len(layer_weights)} weights '

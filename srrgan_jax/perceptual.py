@@ -13,7 +13,6 @@ from typing import Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 from lpips_j import lpips as lpips_j
 
 from srrgan_jax import weights
@@ -62,10 +61,11 @@ def _conv3x3(x, kernel, bias):
 
 
 def _max_pool_2x2(x_BHWC):
-  """2x2 stride-2 max pool as a reshape + max: same values as `nn.max_pool`, and its
-  gradient avoids XLA:CPU's slow select-and-scatter (VGG sizes are even at every pool)."""
+  """2x2 stride-2 'VALID' max pool as a reshape + max: the values of `nn.max_pool`,
+  with a gradient that avoids XLA:CPU's slow select-and-scatter."""
   b, h, w, c = x_BHWC.shape
-  return x_BHWC.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+  h, w = h // 2, w // 2  # An odd last row/column is dropped, as 'VALID' pooling does.
+  return x_BHWC[:, :2 * h, :2 * w].reshape(b, h, 2, w, 2, c).max(axis=(2, 4))
 
 
 def vgg19_features(params: Params, x_BHWC: jax.Array,

@@ -55,6 +55,9 @@ def test_caffe_preprocess_is_keras_caffe_mode():
 
 def test_reshape_max_pool_matches_flax_max_pool_values_and_gradients():
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  odd = jax.random.normal(jax.random.key(2), (1, 7, 9, 3))
+  np.testing.assert_array_equal(perceptual._max_pool_2x2(odd),
+                                nn.max_pool(odd, (2, 2), strides=(2, 2)))
   x = jax.random.normal(jax.random.key(0), (2, 8, 12, 5))
   np.testing.assert_array_equal(perceptual._max_pool_2x2(x),
                                 nn.max_pool(x, (2, 2), strides=(2, 2)))

@@ -12,8 +12,8 @@ Two modes:
 
 Protocol options (both modes): --full_images (tiled inference on whole images)
 or centre crops of --crop_size (default: the run's data.val_crop_size, else its
-data.patch_size: 256 in the original protocol); --y_channel (BT.601 luma, as BasicSR) or RGB; --crop_border
-(default: the scale). MAE is on [-1, 1] RGB, LPIPS is VGG16 v0.1.
+data.patch_size: 256 in the original protocol); --y_channel (BT.601 luma, as
+BasicSR) or RGB; --crop_border (default: the scale). MAE is on [-1, 1] RGB, LPIPS is VGG16 v0.1.
 """
 
 import sys
