@@ -420,12 +420,18 @@ def eval_crop_size(config, crop: int = 0) -> int:
   Raises ValueError unless its LR side fits the generator (a multiple of scale x
   2**stride-2 stages).
   """
-  crop = int(crop) or int(config.data.val_crop_size) or int(config.data.patch_size)
-  multiple = config.scale * 2 ** len(config.model.encoder_channels)
+  if crop:
+    crop, source = int(crop), 'crop size'
+  elif config.data.val_crop_size:
+    crop, source = int(config.data.val_crop_size), 'data.val_crop_size'
+  else:
+    crop, source = int(config.data.patch_size), 'data.patch_size'
+  size_multiple = 2 ** len(config.model.encoder_channels)  # One per stride-2 stage.
+  multiple = config.scale * size_multiple
   if crop % multiple:
     raise ValueError(
-        f'crop size {crop} is not a multiple of {multiple} (scale {config.scale} x the '
-        f'generator\'s {2 ** len(config.model.encoder_channels)} size multiple); choose '
+        f'{source} {crop} is not a multiple of {multiple} (scale {config.scale} x the '
+        f'generator\'s {size_multiple} size multiple); choose '
         f'a multiple, e.g. {max(multiple, crop // multiple * multiple)}, or use full images.')
   return crop
 

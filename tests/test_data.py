@@ -226,8 +226,10 @@ def test_eval_crop_is_the_validation_crop_else_the_patch_size(tmp_path):
   loaded = data.load_eval_set(tmp_path, c)
   assert loaded['hr'].shape == (1, 48, 48, 3) and loaded['lr'].shape == (1, 24, 24, 3)
   c.data.val_crop_size = 40
-  with pytest.raises(ValueError, match='crop size 40 is not a multiple of 16.*e.g. 32'):
+  with pytest.raises(ValueError, match='data.val_crop_size 40 is not a multiple of 16.*e.g. 32'):
     data.eval_crop_size(c)
+  with pytest.raises(ValueError, match='crop size 24 is not a multiple of 16.*e.g. 16'):
+    data.eval_crop_size(c, 24)
 
 
 def test_sample_photos_are_real_colour_photos_with_provenance(tmp_path, monkeypatch):

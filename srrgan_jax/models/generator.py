@@ -32,9 +32,10 @@ class BlockSettings:
   dropout_rate: float = 0.05
   dtype: Any = jnp.float32
 
-  def conv(self, features, kernel_size=3, *, use_bias, strides=1, name=None):
+  def conv(self, features, kernel_size=3, *, use_bias, strides=1,
+           kernel_init=layers.glorot_uniform, name=None):
     return layers.conv(features, kernel_size, use_bias=use_bias, strides=strides,
-                       dtype=self.dtype, name=name)
+                       dtype=self.dtype, kernel_init=kernel_init, name=name)
 
   def norm(self, channels, name=None):
     return layers.group_norm(channels, self.groupnorm_groups, self.groupnorm_epsilon,
@@ -119,7 +120,9 @@ class DecoderBlock(nn.Module):
     return s.lrelu(s.norm(self.channels, name='norm2')(h))
 
 
-OUTPUT_ACTIVATIONS = ('tanh', 'clip')
+# Bounds of the generator output base + r (`model.output_activation`).
+_OUTPUT_BOUNDS = {'tanh': jnp.tanh, 'clip': lambda x: jnp.clip(x, -1.0, 1.0)}
+OUTPUT_ACTIVATIONS = tuple(_OUTPUT_BOUNDS)
 
 
 def check_lr_input(shape: Sequence[int], multiple: int) -> None:
@@ -187,12 +190,11 @@ class Generator(nn.Module):
 
     # A zero output conv makes the untrained network return its bilinear base.
     output_init = nn.initializers.zeros if self.zero_init_output else layers.glorot_uniform
-    r = layers.conv(3 * self.scale ** 2, 3, use_bias=True, dtype=s.dtype,
-                    kernel_init=output_init, name='output_conv')(x)
+    r = s.conv(3 * self.scale ** 2, use_bias=True, kernel_init=output_init,
+               name='output_conv')(x)
     r = layers.PixelShuffle(self.scale, name='output_shuffle')(r)
     # The global residual and the output bound stay in float32 under mixed precision.
-    out = base + r.astype(jnp.float32)
-    return jnp.tanh(out) if self.output_activation == 'tanh' else jnp.clip(out, -1.0, 1.0)
+    return _OUTPUT_BOUNDS[self.output_activation](base + r.astype(jnp.float32))
 
 
 def build_generator(config: ml_collections.ConfigDict) -> Generator:
