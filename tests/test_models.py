@@ -103,12 +103,12 @@ def test_clip_output_and_zero_init_start_exactly_at_bilinear():
   lr = lr_batch((2, 16, 16, 3)) * 1.5  # Some inputs beyond [-1, 1]: clipped, not squashed.
   variables = models.init_generator(config, jax.random.key(1), lr.shape)
   assert not np.any(variables['params']['output_conv']['kernel'])
-  hr = model.apply(variables, lr)
+  hr = jax.jit(model.apply)(variables, lr)
   base = jax.image.resize(lr, hr.shape, 'bilinear')
   np.testing.assert_allclose(hr, np.clip(base, -1, 1), atol=1e-6)
   assert np.abs(hr).max() == 1.0
   # The output conv still learns: its kernel gets a nonzero gradient from step 0.
-  grads = jax.grad(lambda p: jnp.mean(jnp.abs(model.apply({'params': p}, lr) - 0.3)))(
+  grads = jax.jit(jax.grad(lambda p: jnp.mean(jnp.abs(model.apply({'params': p}, lr) - 0.3))))(
       variables['params'])
   assert np.abs(grads['output_conv']['kernel']).max() > 0
 
