@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
+from srrgan_jax import sample_photos  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _int_list(text):
@@ -73,7 +74,7 @@ def main():
   parser.add_argument('--batches', type=int, default=24, help='Timed batches.')
   parser.add_argument('--warmup', type=int, default=3, help='Untimed first batches.')
   args = parser.parse_args()
-  train_dir = Path(args.data) if args.data else data.sample_photos_dir() / 'train'
+  train_dir = Path(args.data) if args.data else sample_photos.sample_photos_dir() / 'train'
   images = len(data.scan_training_images(str(train_dir), args.patch_size).paths)
   for patches_per_image in args.patches_per_image:
     for workers in args.workers:

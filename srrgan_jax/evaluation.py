@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from srrgan_jax import augment
+from srrgan_jax import eval_sets
 from srrgan_jax import image_io
 from srrgan_jax import metrics
 
@@ -100,15 +101,14 @@ def make_protocol(config: ml_collections.ConfigDict, *, full_images: bool = Fals
                   use_ema: bool = True) -> Protocol:
   """The protocol from command-line choices; defaults follow the original system.
 
-  crop_size 0 means `data.eval_crop_size(config)` (the validation crop);
+  crop_size 0 means `eval_sets.eval_crop_size(config)` (the validation crop);
   crop_border -1 means the scale.
   """
-  from srrgan_jax import data  # Late import: data pulls in Grain and OpenCV workers.
   if full_images:
     crop_size = 0
   else:
     try:
-      crop_size = data.eval_crop_size(config, crop_size)
+      crop_size = eval_sets.eval_crop_size(config, crop_size)
     except ValueError as error:
       raise EvaluationError(str(error)) from None
   if crop_border < 0:
@@ -185,7 +185,6 @@ class TestSet:
 def load_test_set(folder, config: ml_collections.ConfigDict,
                   protocol: Protocol) -> TestSet:
   """Centre crops (or full images) of a test folder with the deterministic degradation."""
-  from srrgan_jax import data  # Late import: data pulls in Grain and OpenCV workers.
   folder = str(folder)
   try:
     image_io.list_images(folder)
@@ -195,7 +194,7 @@ def load_test_set(folder, config: ml_collections.ConfigDict,
         'BSDS100); the LR inputs are made from them with the deterministic '
         'degradation.') from e
   try:
-    loaded = data.load_eval_set(
+    loaded = eval_sets.load_eval_set(
         folder, config, crop=None if protocol.full_images else protocol.crop_size)
   except ValueError as e:  # Undecodable or too-small images, named by the loader.
     raise EvaluationError(f'test folder {folder}: {e}') from e

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from srrgan_jax import eval_sets
 from srrgan_jax import image_io
 from srrgan_jax import tiling
 from srrgan_jax.models import build_generator
@@ -184,13 +185,12 @@ def resize_to(pixels: np.ndarray, height: int, width: int, *, smooth: bool = Fal
 def degrade_for_demo(image: image_io.LoadedImage, config: ml_collections.ConfigDict
                      ) -> image_io.LoadedImage:
   """The image as evaluation's deterministic degradation makes it (same per-name seed)."""
-  from srrgan_jax import data  # Imported here: plain upscaling needs no data pipeline.
   from srrgan_jax import degradation
   scale = int(config.scale)
   if image.height < scale or image.width < scale:
     raise image_io.ImageReadError(f'{image.path}: {image.width}x{image.height} pixels is '
                                   f'too small to degrade by {scale}x.')
-  seed = data.eval_image_seed(image.path, config.degradation)
+  seed = eval_sets.eval_image_seed(image.path, config.degradation)
   rgb = degradation.degrade_deterministic(image.rgb, seed, config.degradation, scale)
   alpha = None
   if image.alpha is not None:

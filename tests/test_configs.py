@@ -18,8 +18,8 @@ def test_every_config_loads(name):
   assert config.data.patch_size % (8 * config.scale) == 0
   assert config.data.batch_size % 4 == 0  # Divisible by the 4 fake test devices.
   assert set(config.phases) <= {1, 2, 3}
-  from srrgan_jax import data  # pylint: disable=g-import-not-at-top
-  assert data.eval_crop_size(config) % (8 * config.scale) == 0  # Raises if it does not fit.
+  from srrgan_jax import eval_sets  # pylint: disable=g-import-not-at-top
+  assert eval_sets.eval_crop_size(config) % (8 * config.scale) == 0  # Raises if it does not fit.
 
 
 def test_default_matches_spec_numbers():

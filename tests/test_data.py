@@ -1,4 +1,4 @@
-"""Augmentation, folder scans, the Grain pipeline, eval sets, sample photos, data prep."""
+"""Augmentation, folder scans and the Grain training pipeline."""
 
 import logging
 
@@ -10,7 +10,6 @@ from configs import tiny
 from srrgan_jax import augment
 from srrgan_jax import data
 from srrgan_jax import image_io
-from srrgan_jax import tiling
 from test_degradation import photo_like
 
 
@@ -187,91 +186,6 @@ def test_file_that_fails_to_decode_in_training_is_reported_and_replaced(tmp_path
   for _ in range(2):
     assert np.isfinite(next(it)['hr']).all()
   assert 'cut.png' in caplog.text
-
-
-def test_eval_set_is_deterministic_and_strict(tmp_path):
-  folder = tmp_path / 'test'
-  image_io.write_image(folder / 'a.png', photo_like(40, 50))
-  image_io.write_image(folder / 'b.jpg', photo_like(45, 33, 1))
-  c = tiny_config()
-  first = data.load_eval_set(folder, c)
-  again = data.load_eval_set(folder, c)
-  assert first['names'] == ['a.png', 'b.jpg']
-  assert first['hr'].shape == (2, 32, 32, 3) and first['lr'].shape == (2, 16, 16, 3)
-  np.testing.assert_array_equal(first['lr'], again['lr'])
-  assert first['lr'].min() >= -1 and first['lr'].max() <= 1
-  hr = image_io.read_rgb(folder / 'a.png')[4:36, 9:41]  # Centre crop.
-  np.testing.assert_allclose(first['hr'][0], hr * 2 - 1, atol=1e-6)
-  full = data.load_eval_set(folder, c, crop=None)
-  assert full['hr'][1].shape == (44, 32, 3) and full['lr'][1].shape == (22, 16, 3)
-  batches = list(data.eval_batches(first, 3))
-  assert len(batches) == 1 and batches[0]['lr'].shape == (3, 16, 16, 3)
-  np.testing.assert_array_equal(batches[0]['mask'], [1, 1, 0])
-  image_io.write_image(folder / 'c_small.png', photo_like(20, 40))
-  with pytest.raises(ValueError, match='c_small.png: 40x20 pixels is smaller'):
-    data.load_eval_set(folder, c)
-  (folder / 'c_small.png').write_bytes(b'garbage')
-  with pytest.raises(image_io.ImageReadError, match='c_small.png'):
-    data.load_eval_set(folder, c)
-  with pytest.raises(FileNotFoundError, match='nowhere'):
-    data.load_eval_set(tmp_path / 'nowhere', c)
-
-
-def test_eval_crop_is_the_validation_crop_else_the_patch_size(tmp_path):
-  c = tiny_config()  # Scale 2, three stride-2 stages: crops must be multiples of 16.
-  assert data.eval_crop_size(c) == 32
-  c.data.val_crop_size = 48
-  assert data.eval_crop_size(c) == 48 and data.eval_crop_size(c, 16) == 16
-  image_io.write_image(tmp_path / 'a.png', photo_like(50, 60))
-  loaded = data.load_eval_set(tmp_path, c)
-  assert loaded['hr'].shape == (1, 48, 48, 3) and loaded['lr'].shape == (1, 24, 24, 3)
-  c.data.val_crop_size = 40
-  with pytest.raises(ValueError, match='data.val_crop_size 40 is not a multiple of 16.*e.g. 32'):
-    data.eval_crop_size(c)
-  with pytest.raises(ValueError, match='crop size 24 is not a multiple of 16.*e.g. 16'):
-    data.eval_crop_size(c, 24)
-
-
-def test_sample_photos_are_real_colour_photos_with_provenance(tmp_path, monkeypatch):
-  monkeypatch.setenv('SRRGAN_CACHE_DIR', str(tmp_path))
-  root = data.sample_photos_dir()
-  assert root == tmp_path / 'sample_photos'
-  train, val = data.resolve_dirs(tiny.get_config())
-  assert (train, val) == (root / 'train', root / 'val')
-  train_names = {p.name for p in image_io.list_images(train)}
-  val_names = {p.name for p in image_io.list_images(val)}
-  assert len(train_names) >= 6 and len(val_names) >= 2 and not train_names & val_names
-  provenance = (root / 'PROVENANCE.md').read_text()
-  for name in train_names | val_names:
-    assert name in provenance
-    height, width = data._image_size(next(root.glob(f'*/{name}')))
-    assert min(height, width) >= 256  # Enough for the reference 256px patches.
-  pixels = data.decode_pixels(str(val / 'coffee.png')).astype(np.float32)
-  assert np.abs(pixels[..., 0] - pixels[..., 2]).mean() > 10  # Colour, not gray.
-  assert data.sample_photos_dir() == root  # Cached: second call reuses the folder.
-
-
-def test_prepare_command_cuts_overlapping_subimages(tmp_path, capsys):
-  source = tmp_path / 'hr'
-  image_io.write_image(source / 'wide.png', photo_like(40, 70), bit_depth=16)
-  image_io.write_image(source / 'sub' / 'tiny.png', photo_like(20, 20, 1))
-  (source / 'bad.png').write_bytes(b'nope')
-  assert tiling.tile_starts(70, 32, 32 - 16) == [0, 16, 32, 38]
-  assert tiling.tile_starts(40, 32, 32 - 16) == [0, 8]
-  assert tiling.tile_starts(20, 32, 32 - 16) == [0]
-  status = data.run(['--input', str(source), '--output', str(tmp_path / 'out'),
-                     '--crop', '32', '--step', '16', '--workers', '2'])
-  output = capsys.readouterr()
-  assert status == 1 and 'bad.png' in output.err  # Reported; the others still done.
-  assert '2 images -> 9 sub-images' in output.out
-  cuts = sorted(p.relative_to(tmp_path / 'out').as_posix()
-                for p in (tmp_path / 'out').rglob('*.png'))
-  assert len(cuts) == 9 and 'sub/tiny_s001.png' in cuts
-  first = image_io.read_image(tmp_path / 'out' / 'wide_s001.png')
-  assert first.bit_depth == 16 and first.rgb.shape == (32, 32, 3)
-  np.testing.assert_allclose(first.rgb, image_io.read_rgb(source / 'wide.png')[:32, :32])
-  last = image_io.read_rgb(tmp_path / 'out' / 'wide_s008.png')
-  np.testing.assert_allclose(last, image_io.read_rgb(source / 'wide.png')[8:40, 38:70])
 
 
 def test_steps_per_epoch(photo_folder):

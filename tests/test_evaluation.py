@@ -19,6 +19,7 @@ import pytest
 import skimage.data
 
 from configs import tiny
+from srrgan_jax import cache
 from srrgan_jax import checkpoints
 from srrgan_jax import evaluation
 from srrgan_jax import image_io
@@ -51,7 +52,7 @@ def env(tmp_path_factory):
   _write_photos(root / 'test', ('rocket', 'astronaut', 'coffee'), (44, 52))
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv(weights.WEIGHTS_DIR_ENV, str(root / 'weights'))
-    patch.setenv(weights.CACHE_DIR_ENV, str(root / 'cache'))
+    patch.setenv(cache.CACHE_DIR_ENV, str(root / 'cache'))
     yield root
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from configs import tiny
 from srrgan_jax import checkpoints
-from srrgan_jax import data
 from srrgan_jax import degradation
+from srrgan_jax import eval_sets
 from srrgan_jax import image_io
 from srrgan_jax import inference
 from srrgan_jax import models
@@ -150,7 +150,7 @@ def test_degrade_restores_the_evaluation_degradation_of_the_input(tmp_path, upsc
   hr = image_io.read_rgb(tmp_path / 'clean.png')
   config = upscaler.config
   lr = degradation.degrade_deterministic(
-      hr, data.eval_image_seed('clean.png', config.degradation), config.degradation, 2)
+      hr, eval_sets.eval_image_seed('clean.png', config.degradation), config.degradation, 2)
   assert lr.shape == (15, 20, 3) and out.rgb.shape == (30, 40, 3)
   np.testing.assert_allclose(out.rgb, expected_rgb(upscaler, lr), atol=0.6 / 255)
   inference.upscale_files(upscaler, jobs, degrade=True, outscale=1, overwrite=True,

@@ -9,6 +9,7 @@ import skimage.data
 from lpips_j import lpips as lpips_j
 
 from configs import tiny
+from srrgan_jax import cache
 from srrgan_jax import perceptual
 from srrgan_jax import weights
 
@@ -26,7 +27,7 @@ def weights_dir(tmp_path_factory):
 @pytest.fixture
 def config(weights_dir, tmp_path, monkeypatch):
   monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(weights_dir))
-  monkeypatch.setenv(weights.CACHE_DIR_ENV, str(tmp_path / 'empty_cache'))
+  monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path / 'empty_cache'))
   return tiny.get_config()
 
 

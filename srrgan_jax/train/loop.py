@@ -25,6 +25,7 @@ import numpy as np
 
 from srrgan_jax import checkpoints
 from srrgan_jax import data
+from srrgan_jax import eval_sets
 from srrgan_jax import metrics
 from srrgan_jax import parallel
 from srrgan_jax.train import monitor as monitor_lib
@@ -54,7 +55,7 @@ class ValidationSet:
     self.lr, self.hr = eval_set['lr'], eval_set['hr']
     self.batches = []
     rows = parallel.process_rows(int(config.data.eval_batch_size))
-    for batch in data.eval_batches(eval_set, int(config.data.eval_batch_size)):
+    for batch in eval_sets.eval_batches(eval_set, int(config.data.eval_batch_size)):
       local = {k: v[rows] for k, v in batch.items()}
       self.batches.append(parallel.global_batch(local, mesh))
     self.num_samples = min(int(config.data.num_sample_images), len(self.names))
@@ -446,8 +447,8 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   _write_run_config(workdir, config)
 
   _, val_dir = data.resolve_dirs(config)
-  eval_set = data.load_eval_set(val_dir, config,
-                                max_images=int(config.data.max_val_images))
+  eval_set = eval_sets.load_eval_set(val_dir, config,
+                                     max_images=int(config.data.max_val_images))
   val_set = ValidationSet(eval_set, config, mesh)
   vgg_params = None
   if any(p in (2, 3) for p in phases):
