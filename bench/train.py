@@ -62,7 +62,8 @@ def random_vgg19(config, directory):
   from srrgan_jax.train import loop
   config.weights.vgg19_file = str(
       weights.write_random_weights(directory, [weights.VGG19_FILE])[0])
-  return loop.perceptual_layers_needed(perceptual.load_vgg19_params(config), config)
+  return loop.perceptual_layers_needed(perceptual.load_vgg19_params(config),
+                                       config.loss.perceptual_layers)
 
 
 def xla_gflop(config, phase, batch, vgg_params, mesh):

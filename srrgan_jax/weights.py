@@ -46,6 +46,8 @@ from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from srrgan_jax import errors
+
 VGG19_FILE = 'vgg19_caffe.npz'
 LPIPS_FILE = 'lpips_vgg16.npz'
 WEIGHT_FILES = (VGG19_FILE, LPIPS_FILE)
@@ -87,11 +89,11 @@ NPZ_COMPRESS_LEVEL = 9
 log = logging.getLogger(__name__)
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(errors.UserError, FileNotFoundError):
   """A pretrained weight file is not where the configuration says it is."""
 
 
-class WeightsFormatError(ValueError):
+class WeightsFormatError(errors.UserError, ValueError):
   """A weight file does not have the layout the converter or loader expects."""
 
 
