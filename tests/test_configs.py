@@ -100,3 +100,14 @@ def test_an_unclassified_new_field_is_named_with_where_to_classify_it():
   assert classification_problems(list(fields.flatten(config.to_dict()))) == [
       'data.new_knob: in neither TRACED nor UNTRACED; classify it in configs/fields.py '
       'in exactly one of them (and in ARCHITECTURE or QUIET if it is one of those).']
+
+
+def test_train_command_reports_a_bad_config_value_in_one_line(tmp_path):
+  repo = CONFIG_DIR.parent
+  result = subprocess.run(
+      [sys.executable, str(repo / 'train.py'), f'--config={CONFIG_DIR / "tiny.py"}',
+       '--config.phases=(2, 1)', f'--workdir={tmp_path / "run"}'],
+      capture_output=True, text=True, cwd=repo, timeout=300)
+  assert result.returncode == 1
+  assert 'train: error: config.phases=(2, 1) must be an increasing subset' in result.stderr
+  assert 'Traceback' not in result.stderr
