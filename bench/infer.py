@@ -13,7 +13,7 @@ during that run: on a shared machine, wall time includes waiting for other
 processes, CPU time does not (quiet wall time >= cpu_seconds / cores). Random
 weights: speed does not depend on them.
 
-Reference (issue 9, same 2-core CPU, original TF/Keras tiled inference, 512x512
+Reference (measured on the same 2-core CPU, original TF/Keras tiled inference, 512x512
 LR, 25 tiles, batch 64): 10.1 s, 0.10 output MP/s, 57 GFLOP/s.
 """
 

@@ -11,7 +11,7 @@ step: on a shared machine wall time includes waiting for other processes, CPU
 time does not (a quiet machine's wall time is at least cpu_s_per_step / cores).
 
 `gflops` = `gflop_per_step` / `s_per_step`, with the FLOPs of the reference's
-analytical figures (issue 6: a generator forward costs 23.0 GFLOP per 128x128
+analytical figures (a generator forward costs 23.0 GFLOP per 128x128
 LR patch, a phase-1 step 3x that per sample, a phase-3 step 297 GFLOP per
 sample), so it compares with the reference's 40-81 GFLOP/s directly.
 `xla_gflop_per_step` is what XLA's cost analysis counts for the step program.
@@ -19,7 +19,7 @@ sample), so it compares with the reference's 40-81 GFLOP/s directly.
 Random weights (VGG19 too): speed does not depend on them. On CPUs the XLA
 flags of `srrgan_jax.xla_cpu` are applied unless --no-eigen_convolutions.
 
-Reference (issue 6, same 2-core CPU, quiet, original TF/Keras + oneDNN, float32):
+Reference (measured on the same 2-core CPU, quiet, original TF/Keras + oneDNN, float32):
 phase 1 batch 4 5.4 s/step, batch 16 27.8 s; phase 3 batch 4 14.6 s, batch 16 66 s.
 """
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from srrgan_jax import xla_cpu  # pylint: disable=g-import-not-at-top
 
 REFERENCE_S_PER_STEP = {(1, 4): 5.4, (1, 16): 27.8, (3, 4): 14.6, (3, 16): 66.0}
-GENERATOR_FORWARD_GFLOP = 23.0  # Per 128x128 LR patch (issue 6).
+GENERATOR_FORWARD_GFLOP = 23.0  # Per 128x128 LR patch (the reference's analytical count).
 GFLOP_PER_SAMPLE = {1: 3 * GENERATOR_FORWARD_GFLOP, 3: 297.0}
 
 
@@ -62,7 +62,8 @@ def random_vgg19(config, directory):
   from srrgan_jax.train import loop
   config.weights.vgg19_file = str(
       weights.write_random_weights(directory, [weights.VGG19_FILE])[0])
-  return loop.perceptual_layers_needed(perceptual.load_vgg19_params(config), config)
+  return loop.perceptual_layers_needed(perceptual.load_vgg19_params(config),
+                                       config.loss.perceptual_layers)
 
 
 def xla_gflop(config, phase, batch, vgg_params, mesh):
@@ -123,7 +124,7 @@ def bench(args, phase, batch_size, vgg_params, mesh):
       'cpu_s_per_step': round(statistics.median(cpus), 3),
       'compile_s': round(max(first - seconds, 0.0), 1),
       'gflop_per_step': round(gflop, 1), 'gflops': round(gflop / seconds, 1),
-      'flops_source': 'reference analytical (issue 6)',
+      'flops_source': 'reference analytical',
       'xla_gflop_per_step': round(gflop_xla, 1) if gflop_xla else None,
       'reference_s_per_step': reference,
       'speedup_vs_reference': round(reference / seconds, 2) if reference else None,

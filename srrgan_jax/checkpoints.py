@@ -26,18 +26,16 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from configs import fields
+from srrgan_jax import errors
 from srrgan_jax import parallel
 
 STATE, DATA, LOOP, CONFIG = 'state', 'data', 'loop', 'config'
 SELECTED_FILE = 'selected.json'
 VAL_LOSS = 'val_loss'
-# Fields that change parameter shapes or meaning: a checkpoint made with other
-# values cannot be resumed or used as a starting point.
-_ARCHITECTURE_PREFIXES = ('scale', 'model.', 'disc.')
-_ARCHITECTURE_EXEMPT = ('model.compute_dtype', 'disc.compute_dtype')
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.UserError, ValueError):
   """A checkpoint is missing, not an srrgan-jax checkpoint, or incompatible."""
 
 
@@ -63,28 +61,17 @@ def config_from_dict(d: dict[str, Any]) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(_tuples(d))
 
 
-def _flatten(d, prefix=''):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
 def config_differences(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
   """{field: (saved, current)} for every field whose value differs."""
-  a, b = _flatten(saved), _flatten(current)
+  a, b = fields.flatten(saved), fields.flatten(current)
   return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
           if a.get(k) != b.get(k)}
 
 
 def architecture_differences(saved: dict, current: dict, *, with_disc: bool = True):
   """The config differences that make a checkpoint's parameters unusable."""
-  prefixes = _ARCHITECTURE_PREFIXES if with_disc else ('scale', 'model.')
   return {k: v for k, v in config_differences(saved, current).items()
-          if k.startswith(prefixes) and k not in _ARCHITECTURE_EXEMPT}
+          if fields.is_architecture(k, with_disc=with_disc)}
 
 
 def describe_differences(diffs: dict[str, tuple[Any, Any]]) -> str:

@@ -1,4 +1,4 @@
-"""HR -> LR degradation (SPEC "Degradation model"), in numpy/OpenCV on the CPU.
+"""HR -> LR degradation (README "Data"), in numpy/OpenCV on the CPU.
 
 Two modes:
 - `degrade_stochastic`: training. Blur (Gaussian or box) -> downsample with a
@@ -115,7 +115,7 @@ def _pick(options, rng: np.random.Generator):
 
 
 def draw_stochastic_params(rng: np.random.Generator, cfg) -> dict[str, Any]:
-  """Draws one training degradation (SPEC "Stochastic"); each choice independent."""
+  """Draws one training degradation; each choice is independent of the others."""
   params: dict[str, Any] = {}
   if rng.random() < cfg.gaussian_blur_prob:
     params['blur'] = 'gaussian'
@@ -146,7 +146,7 @@ def draw_stochastic_params(rng: np.random.Generator, cfg) -> dict[str, Any]:
 
 
 def deterministic_params(cfg, rng: np.random.Generator) -> dict[str, Any]:
-  """The fixed evaluation degradation (SPEC "Deterministic")."""
+  """The fixed evaluation degradation (noise values come from `rng`)."""
   size = int(cfg.eval_blur_kernel_size)
   if cfg.reproduce_original_code:  # keras_cv factor=1.0 means sigma ~ U[0, 1].
     sigma = float(rng.uniform(*cfg.original_eval_sigma_range))

@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from srrgan_jax import augment
+from srrgan_jax import errors
 from srrgan_jax import eval_sets
 from srrgan_jax import image_io
 from srrgan_jax import metrics
@@ -38,7 +39,7 @@ METRIC_TITLES = {'psnr': 'PSNR (dB)', 'ssim': 'SSIM', 'mae': 'MAE', 'lpips': 'LP
 METRIC_HIGHER_IS_BETTER = {'psnr': True, 'ssim': True, 'mae': False, 'lpips': False}
 
 
-class EvaluationError(ValueError):
+class EvaluationError(errors.UserError, ValueError):
   """The evaluation inputs (run dir, test folder, images) cannot be evaluated."""
 
 

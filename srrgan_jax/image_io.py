@@ -16,11 +16,17 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from srrgan_jax import errors
+
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
 
 
-class ImageReadError(ValueError):
+class ImageReadError(errors.UserError, ValueError):
   """An image file could not be decoded or has an unusable layout."""
+
+
+class MissingImagesError(errors.UserError, FileNotFoundError):
+  """An image folder does not exist or holds no images."""
 
 
 @dataclasses.dataclass
@@ -140,12 +146,12 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
   """Sorted image files under `folder`; raises naming the folder if missing or empty."""
   folder = Path(folder)
   if not folder.is_dir():
-    raise FileNotFoundError(f'{folder}: image folder does not exist; check the path.')
+    raise MissingImagesError(f'{folder}: image folder does not exist; check the path.')
   pattern = '**/*' if recursive else '*'
   files = sorted(p for p in folder.glob(pattern)
                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
   if not files:
-    raise FileNotFoundError(
+    raise MissingImagesError(
         f'{folder}: no images found (looked for {", ".join(IMAGE_SUFFIXES)}'
         f'{" recursively" if recursive else ""}).')
   return files

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from srrgan_jax import errors
 from srrgan_jax import eval_sets
 from srrgan_jax import image_io
 from srrgan_jax import tiling
@@ -29,7 +30,7 @@ from srrgan_jax.models import build_generator
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 
 
-class InferenceError(ValueError):
+class InferenceError(errors.UserError, ValueError):
   """Bad inference options or a model that cannot be used; raised before any work."""
 
 

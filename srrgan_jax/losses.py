@@ -1,4 +1,4 @@
-"""The SRRGAN losses (SPEC "Losses"): pixel MAE, VGG19 perceptual, LSGAN. All pure.
+"""The SRRGAN losses: pixel MAE, VGG19 perceptual, LSGAN. All pure.
 
 Images are NHWC in the model's [-1,1] space; every loss returns a float32 scalar.
 """

@@ -14,6 +14,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from srrgan_jax import errors
+
 DATA_AXIS = 'data'
 
 
@@ -37,7 +39,7 @@ def initialize_distributed(dist_config) -> None:
   try:
     jax.distributed.initialize(**kwargs)
   except ValueError as e:  # No cluster environment JAX recognises.
-    raise ValueError(
+    raise errors.ConfigError(
         f'jax.distributed could not start ({e}). Outside SLURM, Open MPI, '
         'Kubernetes and TPU pods give every process '
         '--config.distributed.coordinator_address=HOST:PORT (of process 0), '
@@ -85,15 +87,10 @@ def check_batch_size(global_batch_size: int, mesh, what: str = 'data.batch_size'
   """Raises if the global batch cannot be split evenly over the devices and hosts."""
   devices = mesh.devices.size
   if global_batch_size % devices:
-    raise ValueError(
+    raise errors.ConfigError(
         f'{what}={global_batch_size} is not divisible by the {devices} devices '
         f'({jax.process_count()} process(es)); set --config.{what} to a multiple '
         f'of {devices}.')
-
-
-def local_batch_size(global_batch_size: int) -> int:
-  """The rows of a global batch that this process provides."""
-  return global_batch_size // jax.process_count()
 
 
 def put_replicated(tree, mesh):

@@ -1,4 +1,4 @@
-"""Tiled full-image inference with Hann-window blending (SPEC "Tiled full-image inference").
+"""Tiled full-image inference with Hann-window blending (README "How tiling works").
 
 Why tiles: GroupNorm and squeeze-excitation use whole-input statistics, so the
 generator behaves as trained only on inputs of the training patch size; tiles

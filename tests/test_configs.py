@@ -1,4 +1,5 @@
-"""Every config file loads, overrides work, and the default matches SPEC.md."""
+"""Every config file loads, overrides work, the default keeps the reference numbers, and
+every config field is classified in configs/fields.py."""
 
 import importlib
 import pathlib
@@ -7,8 +8,12 @@ import sys
 
 import pytest
 
+from configs import fields
+
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
-CONFIG_NAMES = sorted(p.stem for p in CONFIG_DIR.glob('*.py') if p.stem != '__init__')
+# configs/fields.py classifies the fields; it is not a config.
+CONFIG_NAMES = sorted(p.stem for p in CONFIG_DIR.glob('*.py')
+                      if p.stem not in ('__init__', 'fields'))
 
 
 @pytest.mark.parametrize('name', CONFIG_NAMES)
@@ -22,7 +27,7 @@ def test_every_config_loads(name):
   assert eval_sets.eval_crop_size(config) % (8 * config.scale) == 0  # Raises if it does not fit.
 
 
-def test_default_matches_spec_numbers():
+def test_default_matches_reference_numbers():
   c = importlib.import_module('configs.default').get_config()
   assert c.data.patch_size == 256 and c.data.batch_size == 64
   assert c.model.encoder_channels == (64, 128, 256)
@@ -53,3 +58,56 @@ def yaml_like_lines(text):
   """Maps each `key: value` leaf line of a printed ConfigDict to its value."""
   pairs = (line.strip().split(': ', 1) for line in text.splitlines() if ': ' in line)
   return {k: v for k, v in pairs}
+
+
+def classification_problems(names) -> list[str]:
+  """What is wrong with how configs/fields.py classifies the config fields `names`."""
+  problems = []
+  for name in names:
+    traced, untraced = fields.matches(name, fields.TRACED), fields.is_untraced(name)
+    if traced == untraced:
+      problems.append(
+          f'{name}: in {"both TRACED and" if traced else "neither TRACED nor"} UNTRACED; '
+          'classify it in configs/fields.py in exactly one of them (and in '
+          'ARCHITECTURE or QUIET if it is one of those).')
+    if fields.is_architecture(name) and not traced:
+      problems.append(f'{name}: an architecture field must be TRACED (configs/fields.py).')
+    if fields.is_architecture(name) and fields.is_quiet(name):
+      problems.append(f'{name}: an architecture field cannot be QUIET (configs/fields.py).')
+  entries = (fields.TRACED + fields.UNTRACED + fields.GENERATOR_ARCHITECTURE +
+             fields.DISCRIMINATOR_ARCHITECTURE + fields.NOT_ARCHITECTURE + fields.QUIET)
+  problems += [f'configs/fields.py: {entry!r} names no field of configs/default.py.'
+               for entry in entries if not any(fields.matches(n, (entry,)) for n in names)]
+  return problems
+
+
+def test_every_default_field_is_classified_once():
+  config = importlib.import_module('configs.default').get_config()
+  names = list(fields.flatten(config.to_dict()))
+  assert len(names) > 100
+  assert classification_problems(names) == []
+  assert fields.is_architecture('model.stem_channels')
+  assert not fields.is_architecture('model.compute_dtype')
+  assert not fields.is_architecture('disc.channels', with_disc=False)
+  assert fields.is_untraced('data.train_dir') and not fields.is_untraced('data.patch_size')
+  assert fields.is_quiet('distributed.num_processes') and not fields.is_quiet('seed')
+
+
+def test_an_unclassified_new_field_is_named_with_where_to_classify_it():
+  config = importlib.import_module('configs.default').get_config()
+  config.data.new_knob = 3
+  config.model.compute_dtype_2 = 'x'  # In the 'model.' block: traced architecture.
+  assert classification_problems(list(fields.flatten(config.to_dict()))) == [
+      'data.new_knob: in neither TRACED nor UNTRACED; classify it in configs/fields.py '
+      'in exactly one of them (and in ARCHITECTURE or QUIET if it is one of those).']
+
+
+def test_train_command_reports_a_bad_config_value_in_one_line(tmp_path):
+  repo = CONFIG_DIR.parent
+  result = subprocess.run(
+      [sys.executable, str(repo / 'train.py'), f'--config={CONFIG_DIR / "tiny.py"}',
+       '--config.phases=(2, 1)', f'--workdir={tmp_path / "run"}'],
+      capture_output=True, text=True, cwd=repo, timeout=300)
+  assert result.returncode == 1
+  assert 'train: error: config.phases=(2, 1) must be an increasing subset' in result.stderr
+  assert 'Traceback' not in result.stderr

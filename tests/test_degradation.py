@@ -1,4 +1,4 @@
-"""Degradation: SPEC numbers, determinism, every random branch, real JPEG, noise statistics."""
+"""Degradation: reference numbers, determinism, every random branch, real JPEG, noise statistics."""
 
 import collections
 
@@ -114,7 +114,7 @@ def test_deterministic_mode_is_repeatable_and_uses_spec_numbers():
   assert params == dict(blur='gaussian', blur_kernel=(5, 5), blur_sigma=1.0, resize='area',
                         order=('noise', 'jpeg'), noise='gaussian',
                         noise_std=pytest.approx(10 / 255), jpeg_quality=75)
-  # Same as running the SPEC steps by hand with the same noise draws.
+  # Same as blur, area downsampling, noise and JPEG by hand with the same noise draws.
   rng = np.random.default_rng(42)
   blurred = cv2.GaussianBlur(hr, (5, 5), 1.0, borderType=cv2.BORDER_REFLECT_101)
   small = cv2.resize(blurred, (40, 32), interpolation=cv2.INTER_AREA)

@@ -1,4 +1,6 @@
-"""Optimizers, plateau logic and the jitted train steps (tiny model, fake CPU devices)."""
+"""Optimizers, plateau logic, loop state and jitted train steps (tiny model, fake CPU devices)."""
+
+import json
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +15,7 @@ from srrgan_jax.train import loop
 from srrgan_jax.train import optim
 from srrgan_jax.train import state as state_lib
 from srrgan_jax.train import steps
+from srrgan_jax.train.loop_state import LoopState
 
 
 @pytest.fixture(scope='module')
@@ -23,7 +26,8 @@ def vgg_params(tmp_path_factory):
   config.weights.vgg19_file = str(weights.write_random_weights(directory,
                                                                [weights.VGG19_FILE])[0])
   config.weights.auto_fetch = False
-  return loop.perceptual_layers_needed(perceptual.load_vgg19_params(config), config)
+  return loop.perceptual_layers_needed(perceptual.load_vgg19_params(config),
+                                       config.loss.perceptual_layers)
 
 
 def small_perceptual_config():
@@ -65,11 +69,9 @@ def test_phase3_learning_rate_decays_to_zero_over_all_steps():
 
 
 def test_plateau_tracker_follows_keras_reduce_on_plateau_and_early_stopping():
-  config = tiny.get_config().phase1
-  config.learning_rate, config.plateau_factor, config.plateau_patience = 1.0, 0.5, 2
-  config.min_learning_rate, config.early_stop_patience = 0.3, 4
-  config.plateau_min_delta = 0.01
-  tracker = optim.PlateauTracker.from_config(config)
+  tracker = optim.PlateauTracker(learning_rate=1.0, factor=0.5, patience=2,
+                                 min_learning_rate=0.3, early_stop_patience=4,
+                                 min_delta=0.01)
   lrs, stops = [], []
   # Epoch 1 best; epoch 2 improves by less than min_delta (a new best for early
   # stopping, but a plateau epoch); then no improvement.
@@ -84,6 +86,31 @@ def test_plateau_tracker_follows_keras_reduce_on_plateau_and_early_stopping():
   assert tracker.best == 0.995 and tracker.best_epoch == 2
   restored = optim.PlateauTracker.from_dict(tracker.to_dict())
   assert restored == tracker
+
+
+def test_loop_state_keeps_the_best_epoch_and_round_trips_through_checkpoint_json():
+  tracker = optim.PlateauTracker(learning_rate=1.0, factor=0.5, patience=1,
+                                 min_learning_rate=0.1, early_stop_patience=1)
+  state = LoopState(phase=1, start='random initialisation (seed 0)', plateau=tracker)
+  state.record_validation(3, 1, {'loss': 0.5, 'psnr': 20.0})
+  state.record_validation(6, 2, {'loss': 0.7, 'psnr': 19.0})
+  state.step = 6
+  assert (state.best_step, state.best_val_loss, state.epoch) == (3, 0.5, 2)
+  assert state.last_val_metrics == {'loss': 0.7, 'psnr': 19.0}
+  assert state.plateau.learning_rate == 0.5 and state.stopped_early  # The tracker itself.
+  assert state.finished(epochs=10)
+  saved = json.loads(json.dumps(state.to_json()))
+  # The field names of the checkpoints' loop item, as every run has written them.
+  assert list(saved) == ['phase', 'step', 'epoch', 'stopped_early', 'plateau', 'best_step',
+                         'best_val_loss', 'best_metrics', 'last_val_metrics', 'start']
+  assert saved['stopped_early'] is True and saved['plateau']['learning_rate'] == 0.5
+  assert LoopState.from_json(saved) == state
+  # Phase 3 has no tracker and hands on its latest epoch.
+  adversarial = LoopState(phase=3, start='phase 2 best')
+  adversarial.record_validation(3, 1, {'loss': 0.5})
+  adversarial.record_validation(6, 2, {'loss': 0.7})
+  assert adversarial.best_step == 6 and not adversarial.finished(epochs=3)
+  assert LoopState.from_json(json.loads(json.dumps(adversarial.to_json()))) == adversarial
 
 
 def test_indivisible_global_batch_is_refused_clearly():

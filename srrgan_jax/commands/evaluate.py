@@ -23,6 +23,7 @@ from absl import flags
 from absl import logging as absl_logging
 
 from srrgan_jax import commands
+from srrgan_jax import errors
 
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Training run directory to evaluate (rank + table mode).')
@@ -85,13 +86,7 @@ def main(argv):
     # one line per checkpoint is printed here instead. --verbosity=0 shows them.
     absl_logging.set_verbosity(absl_logging.ERROR)
   from configs import default
-  from srrgan_jax import checkpoints
   from srrgan_jax import evaluation
-  from srrgan_jax import image_io
-  from srrgan_jax import weights
-  known_errors = (evaluation.EvaluationError, FileNotFoundError,
-                  image_io.ImageReadError, weights.MissingWeightsError,
-                  checkpoints.CheckpointError)
   try:
     if folder_mode:
       if not (_SR_DIR.value and _HR_DIR.value):
@@ -113,7 +108,7 @@ def main(argv):
         y_channel=_Y_CHANNEL.value, crop_border=_CROP_BORDER.value,
         use_ema=not _RAW.value, lpips_file=_LPIPS_FILE.value,
         num_figure_images=_FIGURE_IMAGES.value)
-  except known_errors as e:
+  except errors.UserError as e:
     sys.exit(f'eval: error: {e}')
 
 

@@ -16,6 +16,7 @@ from absl import flags
 from absl import logging
 
 from srrgan_jax import commands
+from srrgan_jax import errors
 
 _INPUT = flags.DEFINE_string(
     'input', None, 'Image file or folder (searched recursively).', short_name='i')
@@ -66,7 +67,6 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax's restore chatter is not news here.
   # Imported late so --help stays fast.
-  from srrgan_jax import checkpoints
   from srrgan_jax import inference
   try:
     summary = inference.run(
@@ -76,7 +76,7 @@ def main(argv):
         degrade=_DEGRADE.value, suffix=_SUFFIX.value, ext=_EXT.value,
         overwrite=_OVERWRITE.value, compute_dtype=_COMPUTE_DTYPE.value,
         show_progress=_PROGRESS.value)
-  except (inference.InferenceError, checkpoints.CheckpointError, FileNotFoundError) as e:
+  except errors.UserError as e:
     sys.exit(f'Error: {e}')
   if summary.failed:
     sys.exit(1)

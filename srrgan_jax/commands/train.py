@@ -1,6 +1,7 @@
 """`python train.py`: the three SRRGAN training phases as one command."""
 
 import pathlib
+import sys
 
 from absl import app
 from absl import flags
@@ -8,6 +9,7 @@ from ml_collections import config_flags
 
 import configs
 from srrgan_jax import commands
+from srrgan_jax import errors
 from srrgan_jax import xla_cpu
 
 _QUICKSTART = str(pathlib.Path(configs.__file__).parent / 'quickstart.py')
@@ -31,7 +33,10 @@ def main(argv):
   # Before JAX's first computation: faster training convolutions on XLA:CPU.
   xla_cpu.use_eigen_convolutions()
   from srrgan_jax.train import loop  # Imported late so --help stays fast.
-  loop.run(_CONFIG.value, _WORKDIR.value)
+  try:
+    loop.run(_CONFIG.value, _WORKDIR.value)
+  except errors.UserError as e:
+    sys.exit(f'train: error: {e}')
 
 
 def run():

@@ -1,4 +1,4 @@
-"""The SRRGAN discriminator: a spectral-normalised PatchGAN (SPEC "Discriminator").
+"""The SRRGAN discriminator: a spectral-normalised PatchGAN.
 
 Variables: {'params', 'batch_stats'} (spectral-norm `u` and `sigma` in
 'batch_stats'). Train: `disc.apply(v, x, train=True, mutable=['batch_stats'])`;

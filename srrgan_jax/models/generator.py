@@ -1,11 +1,12 @@
 """The SRRGAN generator: a U-Net with SE, spatial attention and PixelShuffle.
 
-Follows SPEC.md "Generator"; every width and count comes from `config.model`.
+The reference network's structure (README "Models"); every width and count
+comes from `config.model`.
 Input LR in [-1, 1] (B, H, W, 3) with H, W multiples of 2**len(encoder_channels);
 output HR (B, H*scale, W*scale, 3) float32 in [-1, 1].
 
 `output_activation` bounds base + r to [-1, 1]: 'tanh' is the reference's
-(SPEC step 9); 'clip' leaves values inside the range untouched, so a zero
+(out = tanh(base + r)); 'clip' leaves values inside the range untouched, so a zero
 residual gives exactly the bilinear base (tanh would shrink it: tanh(0.9) =
 0.72), which is what short runs need to beat bilinear upsampling.
 """

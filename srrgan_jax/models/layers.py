@@ -1,4 +1,4 @@
-"""Building blocks of the SRRGAN networks (SPEC.md "Generator"/"Discriminator").
+"""Building blocks of the SRRGAN networks: convolutions, GroupNorm, SE, attention, PixelShuffle.
 
 Every conv keeps float32 parameters and computes in `dtype`, so a bfloat16
 `dtype` gives mixed precision without touching the parameter tree.

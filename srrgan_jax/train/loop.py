@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import pathlib
 import time
@@ -22,9 +21,12 @@ from typing import Any, Callable, Optional
 import jax
 import ml_collections
 import numpy as np
+from tqdm import auto as tqdm
 
+from configs import fields
 from srrgan_jax import checkpoints
 from srrgan_jax import data
+from srrgan_jax import errors
 from srrgan_jax import eval_sets
 from srrgan_jax import metrics
 from srrgan_jax import parallel
@@ -32,10 +34,13 @@ from srrgan_jax.train import monitor as monitor_lib
 from srrgan_jax.train import optim
 from srrgan_jax.train import state as state_lib
 from srrgan_jax.train import steps
+from srrgan_jax.train.loop_state import LoopState
 
 log = logging.getLogger(__name__)
 
-VAL_KEYS = ('pixel', 'perceptual', 'psnr', 'ssim')
+
+class TrainingDiverged(errors.UserError, FloatingPointError):
+  """A loss became NaN or infinite; the message names the last good checkpoint."""
 
 
 @dataclasses.dataclass
@@ -50,15 +55,16 @@ class PhaseResult:
 class ValidationSet:
   """The fixed validation patches, pre-split into global batches."""
 
-  def __init__(self, eval_set: dict, config, mesh):
+  def __init__(self, eval_set: dict, batch_size: int, num_samples: int, mesh):
     self.names = list(eval_set['names'])
     self.lr, self.hr = eval_set['lr'], eval_set['hr']
     self.batches = []
-    rows = parallel.process_rows(int(config.data.eval_batch_size))
-    for batch in eval_sets.eval_batches(eval_set, int(config.data.eval_batch_size)):
+    rows = parallel.process_rows(batch_size)
+    for batch in eval_sets.eval_batches(eval_set, batch_size):
       local = {k: v[rows] for k, v in batch.items()}
       self.batches.append(parallel.global_batch(local, mesh))
-    self.num_samples = min(int(config.data.num_sample_images), len(self.names))
+    # The first patches appear in sample grids.
+    self.num_samples = min(num_samples, len(self.names))
 
   def __len__(self):
     return len(self.names)
@@ -97,19 +103,20 @@ def bilinear_baseline(val_set: ValidationSet, scale: int) -> dict[str, float]:
           'ssim': float(np.mean(metrics.ssim(up, hr)))}
 
 
-def perceptual_layers_needed(vgg_params: dict, config) -> dict:
-  """The VGG19 layers up to the deepest perceptual tap (the rest is never run)."""
+def perceptual_layers_needed(vgg_params: dict, taps) -> dict:
+  """The VGG19 layers up to the deepest of the perceptual `taps` (the rest never runs)."""
   from srrgan_jax import perceptual
   order = perceptual.VGG19_LAYERS
-  deepest = max(order.index(layer) for layer in config.loss.perceptual_layers)
+  deepest = max(order.index(layer) for layer in taps)
   return {layer: vgg_params[layer] for layer in order[:deepest + 1]}
 
 
 def _check_phases(config) -> list[int]:
   phases = [int(p) for p in config.phases]
   if not phases or any(p not in (1, 2, 3) for p in phases) or phases != sorted(set(phases)):
-    raise ValueError(f'config.phases={tuple(config.phases)} must be an increasing subset '
-                     'of (1, 2, 3), e.g. --config.phases="(3,)".')
+    raise errors.ConfigError(
+        f'config.phases={tuple(config.phases)} must be an increasing subset of (1, 2, 3), '
+        'e.g. --config.phases="(3,)".')
   return phases
 
 
@@ -131,59 +138,15 @@ def _write_run_config(workdir: pathlib.Path, config) -> None:
     os.replace(tmp, workdir / 'config.json')  # Readers never see half a file.
 
 
-def _phase_complete(loop_state: dict, config, phase: int) -> bool:
-  return bool(loop_state.get('stopped_early')) or (
-      loop_state['epoch'] >= int(config[f'phase{phase}'].epochs))
-
-
-def _finite_or_raise(values: dict, phase: int, step: int, manager) -> None:
-  bad = {k: v for k, v in values.items()
-         if k in ('loss', 'd_loss') and not math.isfinite(v)}
-  if bad:
-    manager.wait_until_finished()
-    latest = manager.latest_step()
-    last_good = (manager.directory / str(latest) if latest is not None
-                 else 'none (no checkpoint of this phase yet)')
-    raise FloatingPointError(
-        f'phase {phase}, step {step}: non-finite loss {bad}. Last good checkpoint: '
-        f'{last_good}. Lower the learning rate or check the data, then run the '
-        'same command again to resume from it (or delete it to restart the phase).')
-
-
-class _StepMetrics:
-  """Reads a step's metrics one step late and logs windowed means."""
-
-  def __init__(self, phase, manager, monitor, progress, log_every):
-    self.phase, self.manager, self.monitor = phase, manager, monitor
-    self.progress, self.log_every = progress, max(1, int(log_every))
-    self.pending = None
-    self.window: list[dict] = []
-    self.window_start = time.perf_counter()
-
-  def push(self, step: int, device_metrics) -> None:
-    """Queues this step's metrics and handles the previous step's."""
-    previous, self.pending = self.pending, (step, device_metrics)
-    if previous is not None:
-      self._handle(*previous)
-
-  def flush(self) -> None:
-    """Handles the queued step now (before saving, validating or finishing)."""
-    if self.pending is not None:
-      previous, self.pending = self.pending, None
-      self._handle(*previous)
-
-  def _handle(self, step: int, device_metrics) -> None:
-    values = {k: float(v) for k, v in parallel.to_host(device_metrics).items()}
-    _finite_or_raise(values, self.phase, step, self.manager)
-    self.window.append(values)
-    if step % self.log_every == 0:
-      now = time.perf_counter()
-      means = {k: float(np.mean([w[k] for w in self.window])) for k in values}
-      means['steps_per_second'] = len(self.window) / max(now - self.window_start, 1e-9)
-      self.monitor.train(step, means)
-      shown = {k: f'{means[k]:.4g}' for k in ('loss', 'pixel', 'd_loss', 'psnr') if k in means}
-      self.progress.set_postfix(shown, refresh=False)
-      self.window, self.window_start = [], now
+def _plateau_tracker(phase_config) -> optim.PlateauTracker:
+  """Reduce-on-plateau and early stopping as a phase's config describes them."""
+  return optim.PlateauTracker(
+      learning_rate=float(phase_config.learning_rate),
+      factor=float(phase_config.plateau_factor),
+      patience=int(phase_config.plateau_patience),
+      min_learning_rate=float(phase_config.min_learning_rate),
+      early_stop_patience=int(phase_config.early_stop_patience),
+      min_delta=float(phase_config.plateau_min_delta))
 
 
 def _start_params(config, workdir, phase, first_phase: bool, handed_on):
@@ -238,106 +201,114 @@ class PhaseRun:
     self.manager = checkpoints.make_manager(
         workdir, phase, async_save=config.checkpoint.async_save,
         keep_steps=[e * self.steps_per_epoch for e in keep_epochs])
+    # Set up by `run` for the phase's training:
+    self.iterator = None  # Training batches; its position is saved with each checkpoint.
+    self.state: Optional[state_lib.TrainState] = None  # Device state, donated per step.
+    self.loop: Optional[LoopState] = None  # Host state, saved with each checkpoint.
+    self.eval_step: Optional[Callable] = None
+    self.monitor: Optional[monitor_lib.PhaseMonitor] = None
+    self.progress = None  # The tqdm progress bar (process 0 only shows it).
 
   def run(self) -> PhaseResult:
     latest = self.manager.latest_step()
-    saved_loop = None
+    saved = None
     if latest is not None:
-      saved_loop = self._check_saved(latest)
-      if _phase_complete(saved_loop, self.config, self.phase):
-        return self._already_finished(saved_loop)
-    self.iterator = None
+      saved = self._check_saved(latest)
+      if saved.finished(self.epochs):
+        return self._already_finished(saved)
     try:
       self.iterator = data.make_train_iterator(
           self.config, process_index=jax.process_index(),
           process_count=jax.process_count())
-      if saved_loop is None:
-        self._start()
+      if saved is None:
+        self.state, self.loop = self._start()
       else:
-        self._resume(latest)
-      self.plateau = (optim.PlateauTracker.from_dict(self.loop_state['plateau'])
-                      if self.loop_state['plateau'] else None)
-      return self._train(resumed=saved_loop is not None)
+        self.state, self.loop = self._resume(latest)
+      self.eval_step = steps.compile_eval_step(self.config, self.mesh, self.vgg_params)
+      resumed = saved is not None
+      self.monitor = monitor_lib.PhaseMonitor(
+          self.workdir, self.phase, enabled=self.main,
+          resume_step=self.loop.step if resumed else None,
+          resume_epoch=self.loop.epoch if resumed else None)
+      self.progress = tqdm.tqdm(
+          total=self.total_steps, initial=self.loop.step, desc=f'phase {self.phase}',
+          unit='step', disable=not self.main, dynamic_ncols=True)
+      try:
+        step = self._train()
+      finally:
+        self.progress.close()
+        self.monitor.close()
+      if step is None:
+        return PhaseResult(self.phase, None, {}, None)
+      self.monitor.plot()
+      return self._hand_on(step)
     finally:
       self.manager.wait_until_finished()  # Async saves complete before anything exits.
       if self.iterator is not None and hasattr(self.iterator, 'close'):
         self.iterator.close()
       self.manager.close()
 
-  def _check_saved(self, latest: int) -> dict:
+  def _check_saved(self, latest: int) -> LoopState:
     loop_state, saved_config = checkpoints.read_json_items(self.manager, latest)
     checkpoints.check_compatible(saved_config, self.config, self.manager.directory)
     changed = checkpoints.config_differences(saved_config,
                                              checkpoints.config_to_dict(self.config))
-    # How a launch is spread over hosts or which phases it runs is no news.
-    changed = {k: v for k, v in changed.items()
-               if not k.startswith(('distributed.', 'phases', 'init_checkpoint'))}
+    changed = {k: v for k, v in changed.items() if not fields.is_quiet(k)}
     if changed:
       log.warning('phase %d continues with changed settings: %s', self.phase,
                   checkpoints.describe_differences(changed))
-    return loop_state
+    return LoopState.from_json(loop_state)
 
-  def _already_finished(self, loop_state: dict) -> PhaseResult:
+  def _already_finished(self, saved: LoopState) -> PhaseResult:
     self.manager.close()
-    best_step = loop_state['best_step']
-    step_dir = checkpoints.phase_dir(self.workdir, self.phase) / str(best_step)
-    _print(f'Phase {self.phase}: already finished (epoch {loop_state["epoch"]}); '
-           f'handing on step {best_step}.')
+    step_dir = checkpoints.phase_dir(self.workdir, self.phase) / str(saved.best_step)
+    _print(f'Phase {self.phase}: already finished (epoch {saved.epoch}); '
+           f'handing on step {saved.best_step}.')
     return PhaseResult(self.phase,
                        checkpoints.restore_generator(step_dir, use_ema=self.use_ema),
-                       loop_state['best_metrics'], step_dir)
+                       saved.best_metrics, step_dir)
 
-  def _start(self) -> None:
+  def _start(self) -> tuple[state_lib.TrainState, LoopState]:
     start, source = _start_params(self.config, self.workdir, self.phase,
                                   self.first_phase, self.handed_on)
-    self.state = state_lib.create_state(self.config, self.phase, self.total_steps,
-                                        self.mesh, start)
-    plateau = (optim.PlateauTracker.from_config(self.phase_config)
-               if self.phase < 3 else None)
-    self.loop_state = {
-        'phase': self.phase, 'step': 0, 'epoch': 0, 'stopped_early': False,
-        'plateau': plateau.to_dict() if plateau else None, 'best_step': None,
-        'best_val_loss': None, 'best_metrics': None, 'last_val_metrics': None,
-        'start': source}
+    state = state_lib.create_state(self.config, self.phase, self.total_steps,
+                                   self.mesh, start)
+    plateau = _plateau_tracker(self.phase_config) if self.phase < 3 else None
     _print(f'Phase {self.phase}: {self.epochs} epochs x {self.steps_per_epoch} steps, '
            f'starting from {source}.')
+    return state, LoopState(phase=self.phase, start=source, plateau=plateau)
 
-  def _resume(self, latest: int) -> None:
+  def _resume(self, latest: int) -> tuple[state_lib.TrainState, LoopState]:
     checkpoints.check_process_count(self.manager.directory / str(latest))
     abstract = state_lib.abstract_state(self.config, self.phase, self.optimizers)
     replicated = parallel.replicated(self.mesh)
     abstract = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
-    self.state, self.loop_state, _ = checkpoints.restore(self.manager, latest, abstract,
-                                                         self.iterator)
-    _print(f'Phase {self.phase}: resuming at step {latest} (epoch '
-           f'{self.loop_state["epoch"]}) from {self.manager.directory / str(latest)}.')
+    state, saved, _ = checkpoints.restore(self.manager, latest, abstract, self.iterator)
+    loop = LoopState.from_json(saved)
+    _print(f'Phase {self.phase}: resuming at step {latest} (epoch {loop.epoch}) from '
+           f'{self.manager.directory / str(latest)}.')
+    return state, loop
 
   def _save(self, step: int, val_loss: Optional[float] = None) -> None:
-    self.loop_state['step'] = step
-    checkpoints.save(self.manager, step, self.state, self.iterator, self.loop_state,
+    self.loop.step = step
+    checkpoints.save(self.manager, step, self.state, self.iterator, self.loop.to_json(),
                      self.config, val_loss=val_loss)
 
-  def _train(self, resumed: bool) -> Optional[PhaseResult]:
+  def _train(self) -> Optional[int]:
+    """Steps to the end of the phase; the last step, or None after `stop_after_steps`."""
     config, phase = self.config, self.phase
     train_step = steps.compile_train_step(config, phase, self.total_steps, self.mesh,
                                           self.vgg_params)
-    self.eval_step = steps.compile_eval_step(config, self.mesh, self.vgg_params)
     # The phase key as saved in the state, in its own buffer: the state's is
     # donated to every step.
     key = parallel.put_replicated(parallel.to_host(self.state.rng), self.mesh)
-    step = first_step = int(self.loop_state['step'])
-    self.monitor = monitor_lib.PhaseMonitor(
-        self.workdir, phase, enabled=self.main, resume_step=step if resumed else None,
-        resume_epoch=self.loop_state['epoch'] if resumed else None)
-    from tqdm import auto as tqdm
-    self.progress = tqdm.tqdm(total=self.total_steps, initial=step, desc=f'phase {phase}',
-                              unit='step', disable=not self.main, dynamic_ncols=True)
-    step_metrics = _StepMetrics(phase, self.manager, self.monitor, self.progress,
-                                config.log_every_steps)
+    step = first_step = self.loop.step
+    step_metrics = monitor_lib.StepMetrics(self.monitor, self.progress,
+                                           config.log_every_steps)
     save_every = max(0, int(config.checkpoint.save_latest_every_steps))
     try:
-      while step < self.total_steps and not self.loop_state['stopped_early']:
+      while step < self.total_steps and not self.loop.stopped_early:
         batch = parallel.global_batch(next(self.iterator), self.mesh)
         started = time.perf_counter()
         self.state, device_metrics = train_step(self.state, batch, key)
@@ -358,30 +329,33 @@ class PhaseRun:
           step_metrics.flush()
           if self.manager.latest_step() != step:
             self._save(step)
-          return PhaseResult(phase, None, {}, None)
+          return None
       step_metrics.flush()
-    finally:
-      self.progress.close()
-      self.monitor.close()
-    self.monitor.plot()
-    return self._hand_on(step)
+    except monitor_lib.NonFiniteLoss as e:
+      raise self._diverged(e) from e
+    return step
+
+  def _diverged(self, error: monitor_lib.NonFiniteLoss) -> TrainingDiverged:
+    """The error of a NaN loss, naming the checkpoint to resume from."""
+    self.manager.wait_until_finished()
+    latest = self.manager.latest_step()
+    last_good = (self.manager.directory / str(latest) if latest is not None
+                 else 'none (no checkpoint of this phase yet)')
+    return TrainingDiverged(
+        f'phase {self.phase}, step {error.step}: non-finite loss {error.values}. Last '
+        f'good checkpoint: {last_good}. Lower the learning rate or check the data, then '
+        'run the same command again to resume from it (or delete it to restart the '
+        'phase).')
 
   def _end_of_epoch(self, step: int) -> None:
     """Validation, learning rate / early stopping, samples and the epoch checkpoint."""
-    config, phase, loop_state = self.config, self.phase, self.loop_state
+    config, phase = self.config, self.phase
     epoch = step // self.steps_per_epoch
-    loop_state['epoch'] = epoch
     val, sample_sr = validate(self.eval_step, state_lib.eval_params(self.state, self.use_ema),
                               self.val_set, config, phase)
-    loop_state['last_val_metrics'] = val
-    if phase == 3 or loop_state['best_val_loss'] is None or (
-        val['loss'] < loop_state['best_val_loss']):
-      loop_state.update(best_step=step, best_val_loss=val['loss'], best_metrics=val)
-    plateau = self.plateau
+    self.loop.record_validation(step, epoch, val)
+    plateau = self.loop.plateau
     if plateau is not None:
-      plateau.update(val['loss'], epoch)
-      loop_state['stopped_early'] = plateau.stopped
-      loop_state['plateau'] = plateau.to_dict()
       if plateau.learning_rate != float(optim.learning_rate(self.state.opt_state)):
         new_lr = parallel.put_replicated(np.float32(plateau.learning_rate), self.mesh)
         self.state = self.state.replace(
@@ -400,17 +374,16 @@ class PhaseRun:
 
   def _hand_on(self, step: int) -> PhaseResult:
     """The phase's result: phases 1-2 their best checkpoint, phase 3 its last state."""
-    loop_state = self.loop_state
     if self.phase < 3:
-      step_dir = checkpoints.phase_dir(self.workdir, self.phase) / str(loop_state['best_step'])
+      step_dir = checkpoints.phase_dir(self.workdir, self.phase) / str(self.loop.best_step)
       self.manager.wait_until_finished()
       params = checkpoints.restore_generator(step_dir, use_ema=self.use_ema)
-      handed = loop_state['best_metrics']
+      handed = self.loop.best_metrics
     else:
       step_dir = checkpoints.phase_dir(self.workdir, self.phase) / str(step)
       params = parallel.to_host(state_lib.eval_params(self.state, self.use_ema))
-      handed = loop_state['last_val_metrics']
-    reason = 'early stop' if loop_state['stopped_early'] else 'last epoch'
+      handed = self.loop.last_val_metrics
+    reason = 'early stop' if self.loop.stopped_early else 'last epoch'
     _print(f'Phase {self.phase}: done at step {step} ({reason}); hands on step '
            f'{step_dir.name} (val PSNR {handed["psnr"]:.3f} dB).')
     return PhaseResult(self.phase, params, handed, step_dir)
@@ -449,12 +422,14 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   _, val_dir = data.resolve_dirs(config)
   eval_set = eval_sets.load_eval_set(val_dir, config,
                                      max_images=int(config.data.max_val_images))
-  val_set = ValidationSet(eval_set, config, mesh)
+  val_set = ValidationSet(eval_set, int(config.data.eval_batch_size),
+                          int(config.data.num_sample_images), mesh)
   vgg_params = None
   if any(p in (2, 3) for p in phases):
     from srrgan_jax import perceptual
     vgg_params = parallel.put_replicated(
-        perceptual_layers_needed(perceptual.load_vgg19_params(config), config), mesh)
+        perceptual_layers_needed(perceptual.load_vgg19_params(config),
+                                 config.loss.perceptual_layers), mesh)
 
   summary = {'workdir': str(workdir), 'phases': {}}
   handed_on = None

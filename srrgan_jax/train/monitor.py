@@ -1,4 +1,4 @@
-"""Training logs and pictures: TensorBoard events, CSV files, sample grids, curve plots.
+"""Training logs and pictures: step metrics, TensorBoard events, CSV files, sample grids, plots.
 
 Only process 0 writes (`enabled=False` elsewhere makes every call a no-op).
 Per phase: `logs/phase{N}/events.out.tfevents.*`, `logs/phase{N}/train.csv`
@@ -19,6 +19,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from srrgan_jax import image_io
+from srrgan_jax import parallel
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,57 @@ class PhaseMonitor:
   def close(self) -> None:
     if self.enabled:
       self.events.close()
+
+
+class NonFiniteLoss(FloatingPointError):
+  """A step's loss came out NaN or infinite."""
+
+  def __init__(self, step: int, values: Mapping[str, float]):
+    super().__init__(f'step {step}: non-finite loss {dict(values)}')
+    self.step, self.values = step, dict(values)
+
+
+class StepMetrics:
+  """A phase's step metrics, logged as means over every `log_every` steps.
+
+  Each step's metrics are read one step late, so the host never waits on the
+  device; a NaN or infinite loss raises `NonFiniteLoss`.
+  """
+
+  def __init__(self, monitor: PhaseMonitor, progress, log_every: int):
+    self.monitor, self.progress = monitor, progress
+    self.log_every = max(1, int(log_every))
+    self.pending = None
+    self.window: list[dict] = []
+    self.window_start = time.perf_counter()
+
+  def push(self, step: int, device_metrics) -> None:
+    """Queues this step's metrics and handles the previous step's."""
+    previous, self.pending = self.pending, (step, device_metrics)
+    if previous is not None:
+      self._handle(*previous)
+
+  def flush(self) -> None:
+    """Handles the queued step now (before saving, validating or finishing)."""
+    if self.pending is not None:
+      previous, self.pending = self.pending, None
+      self._handle(*previous)
+
+  def _handle(self, step: int, device_metrics) -> None:
+    values = {k: float(v) for k, v in parallel.to_host(device_metrics).items()}
+    bad = {k: v for k, v in values.items()
+           if k in ('loss', 'd_loss') and not math.isfinite(v)}
+    if bad:
+      raise NonFiniteLoss(step, bad)
+    self.window.append(values)
+    if step % self.log_every == 0:
+      now = time.perf_counter()
+      means = {k: float(np.mean([w[k] for w in self.window])) for k in values}
+      means['steps_per_second'] = len(self.window) / max(now - self.window_start, 1e-9)
+      self.monitor.train(step, means)
+      shown = {k: f'{means[k]:.4g}' for k in ('loss', 'pixel', 'd_loss', 'psnr') if k in means}
+      self.progress.set_postfix(shown, refresh=False)
+      self.window, self.window_start = [], now
 
 
 def sample_grid(lr_BHWC, sr_BHWC, hr_BHWC, gap: int = 4) -> np.ndarray:

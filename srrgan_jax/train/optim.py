@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from srrgan_jax import errors
+
 
 def clip_each_tensor(max_norm: float) -> optax.GradientTransformation:
   """Scales every gradient tensor separately to L2 norm <= max_norm (Keras `clipnorm`)."""
@@ -40,16 +42,15 @@ def clipping(clip_norm: float, clip_mode: str) -> optax.GradientTransformation:
     return clip_each_tensor(clip_norm)
   if clip_mode == 'global':
     return optax.clip_by_global_norm(clip_norm)
-  raise ValueError(
+  raise errors.ConfigError(
       f"phase3.clip_mode={clip_mode!r} is not one of 'per_tensor', 'global'.")
 
 
-def plateau_optimizer(phase_config, adam_eps: float) -> optax.GradientTransformation:
+def plateau_optimizer(learning_rate: float, weight_decay: float,
+                      eps: float) -> optax.GradientTransformation:
   """AdamW for phases 1-2 with an injectable learning rate (see `set_learning_rate`)."""
   return optax.inject_hyperparams(optax.adamw)(
-      learning_rate=phase_config.learning_rate,
-      weight_decay=phase_config.weight_decay,
-      eps=adam_eps)
+      learning_rate=learning_rate, weight_decay=weight_decay, eps=eps)
 
 
 def learning_rate(opt_state) -> jax.Array:
@@ -71,21 +72,21 @@ def cosine_schedule(peak: float, total_steps: int) -> optax.Schedule:
   return optax.cosine_decay_schedule(peak, max(int(total_steps), 1), alpha=0.0)
 
 
-def adversarial_optimizer(peak_lr: float, total_steps: int, phase3_config,
-                          adam_eps: float) -> optax.GradientTransformation:
+def adversarial_optimizer(peak_lr: float, total_steps: int, *, b1: float, eps: float,
+                          clip_norm: float, clip_mode: str) -> optax.GradientTransformation:
   """Phase-3 optimizer: clip (per tensor or global), then Adam with cosine decay."""
   return optax.chain(
-      clipping(phase3_config.clip_norm, phase3_config.clip_mode),
-      optax.adam(cosine_schedule(peak_lr, total_steps), b1=phase3_config.b1,
-                 eps=adam_eps))
+      clipping(clip_norm, clip_mode),
+      optax.adam(cosine_schedule(peak_lr, total_steps), b1=b1, eps=eps))
 
 
 @dataclasses.dataclass
 class PlateauTracker:
   """Keras-style ReduceLROnPlateau + EarlyStopping on the validation loss, on the host.
 
-  `update(val_loss)` is called once per epoch and returns the learning rate for
-  the next epoch and whether to stop. Kept in the checkpoint via `to_dict`.
+  `update(val_loss, epoch)` is called once per epoch and returns whether the
+  loss is a new best; afterwards `learning_rate` is the rate for the next epoch
+  and `stopped` says whether to stop. Kept in the checkpoint via `to_dict`.
   """
   learning_rate: float
   factor: float
@@ -99,16 +100,6 @@ class PlateauTracker:
   plateau_wait: int = 0
   stop_wait: int = 0
   stopped: bool = False
-
-  @classmethod
-  def from_config(cls, phase_config) -> 'PlateauTracker':
-    return cls(
-        learning_rate=float(phase_config.learning_rate),
-        factor=float(phase_config.plateau_factor),
-        patience=int(phase_config.plateau_patience),
-        min_learning_rate=float(phase_config.min_learning_rate),
-        early_stop_patience=int(phase_config.early_stop_patience),
-        min_delta=float(phase_config.plateau_min_delta))
 
   def update(self, val_loss: float, epoch: int) -> bool:
     """Records one epoch's validation loss; returns True if it is a new best."""

@@ -7,8 +7,6 @@ generator, its EMA and optimizer state, the step and the phase's root key.
 
 from __future__ import annotations
 
-import collections
-import json
 from typing import Any, Callable, Optional
 
 import flax.struct
@@ -20,6 +18,7 @@ import optax
 from srrgan_jax import models
 from srrgan_jax import parallel
 from srrgan_jax.train import optim
+from srrgan_jax.train import programs
 
 
 @flax.struct.dataclass
@@ -48,15 +47,16 @@ def make_optimizers(config: ml_collections.ConfigDict, phase: int,
                     total_steps: int) -> PhaseOptimizers:
   """Optimizers of `phase`; `total_steps` spans phase 3's cosine decay."""
   if phase in (1, 2):
+    p = config[f'phase{phase}']
     return PhaseOptimizers(
-        gen=optim.plateau_optimizer(config[f'phase{phase}'], config.adam_eps))
+        gen=optim.plateau_optimizer(p.learning_rate, p.weight_decay, config.adam_eps))
   if phase == 3:
     p3 = config.phase3
+    adam = dict(b1=p3.b1, eps=config.adam_eps, clip_norm=p3.clip_norm,
+                clip_mode=p3.clip_mode)
     return PhaseOptimizers(
-        gen=optim.adversarial_optimizer(p3.g_learning_rate, total_steps, p3,
-                                        config.adam_eps),
-        disc=optim.adversarial_optimizer(p3.d_learning_rate, total_steps, p3,
-                                         config.adam_eps),
+        gen=optim.adversarial_optimizer(p3.g_learning_rate, total_steps, **adam),
+        disc=optim.adversarial_optimizer(p3.d_learning_rate, total_steps, **adam),
         gen_schedule=optim.cosine_schedule(p3.g_learning_rate, total_steps),
         disc_schedule=optim.cosine_schedule(p3.d_learning_rate, total_steps))
   raise ValueError(f'phase {phase} does not exist; config.phases takes 1, 2 and 3.')
@@ -96,43 +96,6 @@ def state_shardings(abstract: TrainState, mesh) -> TrainState:
   return jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
 
 
-# Compiled programs by (kind, traced config, phase, ...): running a phase again in
-# the same process (resume, notebooks, tests) reuses its compiled program.
-_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
-_MAX_PROGRAMS = 12
-# Settings that never reach a traced program (folders, periods, the phase list).
-_UNTRACED_FIELDS = ('phases', 'init_checkpoint', 'log_every_steps', 'sample_every_epochs',
-                    'checkpoint', 'distributed', 'inference', 'weights')
-_UNTRACED_DATA_FIELDS = ('train_dir', 'val_dir', 'test_dir', 'num_workers', 'num_threads',
-                         'prefetch_buffer_size', 'steps_per_epoch', 'max_val_images',
-                         'num_sample_images')
-
-
-def traced_config_key(config: ml_collections.ConfigDict) -> str:
-  """The config fields a compiled program can depend on, as a hashable string."""
-  key = config.to_dict()
-  for name in _UNTRACED_FIELDS:
-    key.pop(name, None)
-  for name in _UNTRACED_DATA_FIELDS:
-    key['data'].pop(name, None)
-  return json.dumps(key, sort_keys=True, default=str)
-
-
-def mesh_key(mesh) -> tuple:
-  """A hashable identity of a mesh (equal meshes need not hash alike)."""
-  return tuple(d.id for d in mesh.devices.flat), tuple(mesh.axis_names)
-
-
-def cached_program(key, build: Callable):
-  """`build()` once per key (a small LRU of jitted functions)."""
-  if key not in _PROGRAMS:
-    _PROGRAMS[key] = build()
-    while len(_PROGRAMS) > _MAX_PROGRAMS:
-      _PROGRAMS.popitem(last=False)
-  _PROGRAMS.move_to_end(key)
-  return _PROGRAMS[key]
-
-
 def create_state(config: ml_collections.ConfigDict, phase: int, total_steps: int, mesh,
                  gen_params=None) -> TrainState:
   """A fresh state for `phase`, replicated over `mesh`.
@@ -153,8 +116,8 @@ def create_state(config: ml_collections.ConfigDict, phase: int, total_steps: int
     return jax.jit(lambda k: _build_state(config, phase, optimizers, None, k),
                    in_shardings=replicated, out_shardings=shardings)
 
-  init = cached_program(('init', traced_config_key(config), phase, total_steps,
-                         mesh_key(mesh), with_params), build)
+  init = programs.cached_program(('init', programs.traced_config_key(config), phase,
+                                  total_steps, programs.mesh_key(mesh), with_params), build)
   key = parallel.put_replicated(phase_key(config, phase), mesh)
   if with_params:
     return init(parallel.put_replicated(gen_params, mesh), key)

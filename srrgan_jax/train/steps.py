@@ -22,6 +22,7 @@ from srrgan_jax import metrics
 from srrgan_jax import models
 from srrgan_jax import parallel
 from srrgan_jax.train import optim
+from srrgan_jax.train import programs
 from srrgan_jax.train import state as state_lib
 from srrgan_jax.train.state import PhaseOptimizers
 from srrgan_jax.train.state import TrainState
@@ -203,9 +204,9 @@ def jit_train_step(config, phase: int, total_steps: int, mesh):
 
   # Only phase 3's program depends on the phase length (its cosine decay).
   length = total_steps if phase == 3 else None
-  return state_lib.cached_program(
-      ('train', state_lib.traced_config_key(config), phase, length,
-       state_lib.mesh_key(mesh)), build)
+  return programs.cached_program(
+      ('train', programs.traced_config_key(config), phase, length,
+       programs.mesh_key(mesh)), build)
 
 
 def compile_train_step(config, phase: int, total_steps: int, mesh,
@@ -255,7 +256,7 @@ def compile_eval_step(config, mesh, vgg_params=None) -> Callable:
                    in_shardings=(replicated, parallel.batch_sharding(mesh), replicated),
                    out_shardings=(replicated, parallel.batch_sharding(mesh)))
 
-  jitted = state_lib.cached_program(
-      ('eval', state_lib.traced_config_key(config), state_lib.mesh_key(mesh),
+  jitted = programs.cached_program(
+      ('eval', programs.traced_config_key(config), programs.mesh_key(mesh),
        vgg_params is None), build)
   return lambda params, batch: jitted(params, batch, vgg_params)
