@@ -10,7 +10,7 @@ GAN training does, while the LR is made from the unsharpened HR.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -118,9 +118,15 @@ def check_config(cfg) -> None:
       _fail(f'realesrgan.{field}', tuple(getattr(r, field)), 'JPEG quality is at most 100.')
 
 
-def plain_config(block) -> argparse.Namespace:
-  """A checked, picklable, fast-to-read copy of `config.degradation` for workers."""
-  check_config(block)
+def plain_config(block, model: Optional[str] = None) -> argparse.Namespace:
+  """A checked, picklable, fast-to-read copy of `config.degradation` for workers.
+
+  `model` replaces `degradation.model` when given.
+  """
   fields = block.to_dict()
   fields['realesrgan'] = argparse.Namespace(**fields['realesrgan'])
-  return argparse.Namespace(**fields)
+  if model is not None:
+    fields['model'] = model
+  plain = argparse.Namespace(**fields)
+  check_config(plain)
+  return plain
