@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from configs import default
+from configs import tiny
 from srrgan_jax import data
 from srrgan_jax import degradation
 from srrgan_jax import degradation_realesrgan as resrgan
+from srrgan_jax import image_io
 from srrgan_jax import training_degradation
 from tests.test_degradation import photo_like
 
@@ -344,3 +346,26 @@ def test_bad_config_names_the_field(field, value, message):
   with pytest.raises(training_degradation.DegradationConfigError) as info:
     training_degradation.plain_config(c)
   assert message in str(info.value)
+
+
+def test_training_batches_use_the_configured_model(tmp_path):
+  image_io.write_image(tmp_path / 'only.png', photo_like(48, 56))
+  c = tiny.get_config()
+  c.degradation.model = 'realesrgan'
+  c.degradation.sharpen_target = True
+  iterator = data.make_train_iterator(c, train_dir=str(tmp_path))
+  try:
+    batch = next(iterator)
+  finally:
+    iterator.close()
+  pixels = data.decode_pixels(str(tmp_path / 'only.png'))
+  for index in range(c.data.batch_size):
+    hr, lr = data.training_sample(
+        pixels, index, seed=c.seed, patch_size=32, scale=2, augment_cfg=c.augment,
+        degradation_cfg=training_degradation.plain_config(c.degradation))
+    np.testing.assert_allclose(batch['lr'][index], 2 * lr - 1, atol=1e-6)
+    np.testing.assert_allclose(batch['hr'][index], 2 * hr - 1, atol=1e-6)
+  c.degradation.realesrgan.kernel_range = (8,)
+  with pytest.raises(training_degradation.DegradationConfigError,
+                     match='degradation.realesrgan.kernel_range'):
+    data.make_train_iterator(c, train_dir=str(tmp_path))
