@@ -221,6 +221,18 @@ def filter_image(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
   return cv2.filter2D(img, -1, kernel, borderType=_BORDER)
 
 
+def blur_image(img: np.ndarray, blur: dict[str, Any]) -> np.ndarray:
+  """Filters with the kernel a drawn `blur` entry describes.
+
+  An isotropic Gaussian is the outer product of 1-D taps: two 1-D passes cost
+  a tenth of OpenCV's 2-D (DFT) filter for 11-21 px kernels.
+  """
+  if blur['kernel'] == 'iso':
+    taps = degradation.gaussian_taps(blur['size'], blur['sigma_x'])
+    return cv2.sepFilter2D(img, -1, taps, taps, borderType=_BORDER)
+  return filter_image(img, kernel_from_params(blur))
+
+
 def resize_to(img: np.ndarray, height: int, width: int, mode: str) -> np.ndarray:
   """Resizes to (max(1, height), max(1, width)) with 'area', 'bilinear' or 'bicubic'."""
   height, width = max(1, int(height)), max(1, int(width))
@@ -277,7 +289,7 @@ def apply_degradation(hr: np.ndarray, params: dict[str, Any], scale: int,
   lr_height, lr_width = lr_size(img.shape, scale)
   lr_height_exact, lr_width_exact = img.shape[0] / scale, img.shape[1] / scale
   stage = params['stage1']
-  img = filter_image(img, kernel_from_params(stage['blur']))
+  img = blur_image(img, stage['blur'])
   factor = stage['resize_factor']
   img = resize_to(img, img.shape[0] * factor, img.shape[1] * factor, stage['resize_mode'])
   img = _add_noise(img, stage, rng)
@@ -285,7 +297,7 @@ def apply_degradation(hr: np.ndarray, params: dict[str, Any], scale: int,
   stage = params['stage2']
   if stage is not None:
     if stage['blur'] is not None:
-      img = filter_image(img, kernel_from_params(stage['blur']))
+      img = blur_image(img, stage['blur'])
     factor = stage['resize_factor']  # Relative to the LR size, as in Real-ESRGAN.
     img = resize_to(img, lr_height_exact * factor, lr_width_exact * factor,
                     stage['resize_mode'])
@@ -297,7 +309,7 @@ def apply_degradation(hr: np.ndarray, params: dict[str, Any], scale: int,
       continue
     img = resize_to(img, lr_height, lr_width, final['resize_mode'])
     if final['sinc'] is not None:
-      img = filter_image(img, kernel_from_params(final['sinc']))
+      img = blur_image(img, final['sinc'])
   img = np.rint(np.clip(img, 0.0, 1.0) * 255.0)  # Saved-image levels, as Real-ESRGAN.
   return img * np.float32(1 / 255)
 

@@ -68,6 +68,16 @@ def test_kernel_shapes():
   assert peaky[10, 20] > 100 * flat[10, 20]
 
 
+def test_separable_isotropic_blur_equals_the_2d_filter():
+  img = photo_like(40, 52)
+  for size, sigma in ((7, 0.4), (15, 1.7), (21, 3.0)):
+    blur = {'kernel': 'iso', 'size': size, 'sigma_x': sigma, 'sigma_y': sigma,
+            'rotation': 0.0, 'beta': 1.0}
+    np.testing.assert_allclose(resrgan.blur_image(img, blur),
+                               resrgan.filter_image(img, resrgan.kernel_from_params(blur)),
+                               atol=2e-6)
+
+
 def test_sinc_kernel_is_a_low_pass_with_its_cutoff():
   kernel = resrgan.sinc_kernel(21, math.pi / 3)
   response = np.abs(np.fft.fft2(kernel, (256, 256)))
