@@ -102,16 +102,17 @@ def check_config(cfg) -> None:
           f'use some of {tuple(degradation.RESIZE_INTERPOLATIONS)}.')
   for field in ('blur_sigma', 'blur_sigma2'):
     _check_range(r, field, low_limit=1e-3)
-  for field in ('betag_range', 'betag_range2', 'betap_range', 'betap_range2',
-                'sinc_cutoff_range', 'sinc_cutoff_range_large', 'final_sinc_cutoff_range',
+  for field in ('sinc_cutoff_range', 'sinc_cutoff_range_large', 'final_sinc_cutoff_range',
                 'noise_range', 'noise_range2', 'poisson_scale_range',
                 'poisson_scale_range2'):
     _check_range(r, field)
-  for field in ('resize_range', 'resize_range2'):
+  # Drawn below 1 or above 1 (resize down or up, beta heavy-tailed or flat-topped).
+  for field in ('resize_range', 'resize_range2', 'betag_range', 'betag_range2',
+                'betap_range', 'betap_range2'):
     _check_range(r, field, low_limit=1e-3)
     low, high = getattr(r, field)
     if not low <= 1.0 <= high:
-      _fail(f'realesrgan.{field}', (low, high), 'needs low <= 1 <= high (down, then up).')
+      _fail(f'realesrgan.{field}', (low, high), 'needs low <= 1 <= high.')
   for field in ('jpeg_range', 'jpeg_range2'):
     _check_range(r, field, low_limit=1)
     if getattr(r, field)[1] > 100:

@@ -342,6 +342,7 @@ def test_original_model_stays_the_default():
     ('realesrgan.resize_prob', (0, 0, 0), 'degradation.realesrgan.resize_prob'),
     ('realesrgan.resize_range', (1.2, 1.5), 'low <= 1 <= high'),
     ('realesrgan.blur_sigma', (2.0, 1.0), 'degradation.realesrgan.blur_sigma'),
+    ('realesrgan.betap_range2', (1.5, 2.0), 'degradation.realesrgan.betap_range2'),
     ('realesrgan.jpeg_range2', (30, 101), 'at most 100'),
     ('realesrgan.resize_modes', ('lanczos',), 'degradation.realesrgan.resize_modes'),
     ('usm_kernel_size', 50, 'degradation.usm_kernel_size=50'),
