@@ -5,6 +5,8 @@ Meant for GPUs/TPUs. Every number of the original system lives here; variants
 be changed on the command line, e.g. `--config.loss.gan_weight=0.1`.
 """
 
+import math
+
 import ml_collections
 
 
@@ -93,6 +95,53 @@ def get_config() -> ml_collections.ConfigDict:
   g.blur_border = 'reflect'  # Or 'zero' = TF 'SAME' padding (forced by reproduce_original_code).
   g.original_gaussian_kernel = (3, 7)  # reproduce_original_code: keras_cv kernel (width, height).
   g.original_eval_sigma_range = (0.0, 1.0)  # reproduce_original_code: eval blur sigma range.
+  g.model = 'original'  # Training degradation: 'original' (one pass) or 'realesrgan' (two stages).
+  g.sharpen_target = False  # USM-sharpen the HR target (Real-ESRGAN gt_usm); LR from the unsharpened HR.
+  g.usm_weight = 0.5  # USM: target = HR + weight * (HR - Gaussian(HR)) where the mask allows.
+  g.usm_kernel_size = 51  # USM Gaussian kernel size (odd; sigma derived by OpenCV: 8 px).
+  g.usm_threshold = 10  # USM: sharpen where |HR - blur| exceeds this many 8-bit levels.
+
+  # Real-ESRGAN's second-order model (degradation.model='realesrgan'); defaults
+  # from Wang et al., ICCVW 2021, options/train_realesrnet_x4plus.yml of
+  # xinntao/Real-ESRGAN. Names as there; a '2' suffix is the second stage.
+  r = g.realesrgan = ml_collections.ConfigDict()
+  r.kernel_range = (7, 9, 11, 13, 15, 17, 19, 21)  # Blur/sinc kernel sizes (odd), uniform.
+  r.kernel_list = ('iso', 'aniso', 'generalized_iso', 'generalized_aniso',
+                   'plateau_iso', 'plateau_aniso')  # Blur kernel shapes (besides sinc).
+  r.kernel_prob = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)  # P of each kernel_list shape.
+  r.rotation_range = (-math.pi, math.pi)  # Anisotropic kernel rotation (radians).
+  r.beta_below_one_prob = 0.5  # P(beta from [low, 1]), else from [1, high].
+  r.sinc_cutoff_range = (math.pi / 3, math.pi)  # Sinc cutoff (rad/px) below sinc_large_kernel.
+  r.sinc_large_kernel = 13  # Sinc kernels this size and larger use sinc_cutoff_range_large.
+  r.sinc_cutoff_range_large = (math.pi / 5, math.pi)  # Sinc cutoff (rad/px) for large kernels.
+  r.resize_modes = ('area', 'bilinear', 'bicubic')  # Interpolations, uniform.
+  r.blur_sigma = (0.2, 3.0)  # Stage 1: Gaussian sigma range (px), each axis.
+  r.betag_range = (0.5, 4.0)  # Stage 1: generalized Gaussian shape beta.
+  r.betap_range = (1.0, 2.0)  # Stage 1: plateau shape beta.
+  r.sinc_prob = 0.1  # Stage 1: P(sinc blur kernel) instead of kernel_list.
+  r.resize_prob = (0.2, 0.7, 0.1)  # Stage 1: P(up, down, keep).
+  r.resize_range = (0.15, 1.5)  # Stage 1: resize factor range (down < 1 < up).
+  r.gaussian_noise_prob = 0.5  # Stage 1: P(Gaussian noise), else Poisson.
+  r.noise_range = (1.0, 30.0)  # Stage 1: Gaussian noise sigma (8-bit levels).
+  r.poisson_scale_range = (0.05, 3.0)  # Stage 1: Poisson noise multiplier.
+  r.gray_noise_prob = 0.4  # Stage 1: P(same noise on all channels).
+  r.jpeg_range = (30, 95)  # Stage 1: JPEG quality range (inclusive).
+  r.second_stage_prob = 1.0  # P(stage 2 blur/resize/noise run); Real-ESRGAN: always.
+  r.second_blur_prob = 0.8  # Stage 2: P(blur).
+  r.blur_sigma2 = (0.2, 1.5)  # Stage 2: Gaussian sigma range (px).
+  r.betag_range2 = (0.5, 4.0)  # Stage 2: generalized Gaussian beta.
+  r.betap_range2 = (1.0, 2.0)  # Stage 2: plateau beta.
+  r.sinc_prob2 = 0.1  # Stage 2: P(sinc blur kernel).
+  r.resize_prob2 = (0.3, 0.4, 0.3)  # Stage 2: P(up, down, keep), relative to the LR size.
+  r.resize_range2 = (0.3, 1.2)  # Stage 2: resize factor range.
+  r.gaussian_noise_prob2 = 0.5  # Stage 2: P(Gaussian noise), else Poisson.
+  r.noise_range2 = (1.0, 25.0)  # Stage 2: Gaussian noise sigma (8-bit levels).
+  r.poisson_scale_range2 = (0.05, 2.5)  # Stage 2: Poisson noise multiplier.
+  r.gray_noise_prob2 = 0.4  # Stage 2: P(gray noise).
+  r.jpeg_range2 = (30, 95)  # Final JPEG quality range (inclusive).
+  r.final_sinc_prob = 0.8  # P(sinc filter after the final resize to the LR size).
+  r.final_sinc_cutoff_range = (math.pi / 3, math.pi)  # Final sinc cutoff (rad/px).
+  r.resize_before_jpeg_prob = 0.5  # P([final resize + sinc] then JPEG), else JPEG first.
 
   # --- Losses; phase-3 weights live here too.
   loss = c.loss = ml_collections.ConfigDict()

@@ -44,6 +44,7 @@ from srrgan_jax import degradation
 from srrgan_jax import errors
 from srrgan_jax import image_io
 from srrgan_jax import sample_photos
+from srrgan_jax import training_degradation
 
 # Shuffling a tiny list with Grain's index_shuffle costs milliseconds per
 # element; repeating the list up to this length makes it microseconds.
@@ -159,9 +160,8 @@ def training_sample(pixels: np.ndarray, sample_index: int, *, seed: int,
                                             return_params=True)
   hr, colour = augment.colour_jitter(image_io.to_unit_float(patch), rng, augment_cfg,
                                      return_params=True)
-  lr, degrade = degradation.degrade_stochastic(
-      hr, np.random.default_rng(words + [_DEGRADE_STREAM]), degradation_cfg,
-      scale, return_params=True)
+  hr, lr, degrade = training_degradation.degrade_training(
+      hr, np.random.default_rng(words + [_DEGRADE_STREAM]), degradation_cfg, scale)
   if return_params:
     return hr, lr, {**geometry, **colour, **degrade}
   return hr, lr
@@ -207,7 +207,7 @@ class _LoadBatch(grain.transforms.Map):
     self._patch = int(config.data.patch_size)
     self._scale = int(config.scale)
     self._augment = _plain(config.augment)
-    self._degradation = _plain(config.degradation)
+    self._degradation = training_degradation.plain_config(config.degradation)
     self._paths = tuple(paths)
 
   def _decode_or_replace(self, path: str) -> np.ndarray:
