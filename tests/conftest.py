@@ -1,10 +1,22 @@
-"""Test setup: 4 fake CPU devices (must be set before jax is imported)."""
+"""Test setup: 4 fake CPU devices and a compilation cache (set before jax is imported)."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One persistent compilation cache for the session and the processes it starts
+# (they inherit the environment): many tests, command-line subprocesses and the
+# multi-process launches compile identical programs, and a hit loads the same
+# executable in about a quarter of the compile time.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix='srrgan_tests_jax_cache_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
