@@ -181,7 +181,8 @@ def export_onnx(config: ml_collections.ConfigDict, params, path, *, fp16: bool =
     import onnx_ir as ir  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ExportError(f'ONNX export needs the export extra ({e.name} is missing): '
-                      'pip install -e ".[export]" (see README "Exporting").') from e
+                      'pip install -e ".[export]" && pip install --no-deps '
+                      '"jax2onnx>=0.17.1,<0.18" (README "Exporting").') from e
   from srrgan_jax import onnx_plugins  # pylint: disable=g-import-not-at-top,unused-import
   multiple = build_generator(config).size_multiple
   upscale = _anchor_tile_counts(upscale_function(config, params, fp16=fp16), multiple)

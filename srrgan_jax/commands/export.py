@@ -62,7 +62,8 @@ def main(argv):
   hints = export.tiling_metadata(config, fp16=_FP16.value)
   print(f'Wrote {_OUTPUT.value} ({_FORMAT.value}, x{hints["scale"]}, {hints["precision"]}): '
         f'NCHW RGB in [0, 1]; height and width multiples of {hints["size_multiple"]}; run '
-        f'{hints["tile"]}px tiles overlapping by {hints["overlap"]}px as trained.')
+        f'{hints["tile"]}px tiles overlapping by {hints["overlap"]}px (trained on '
+        f'{hints["trained_tile"]}px).')
 
 
 def run():
