@@ -33,8 +33,8 @@ from srrgan_jax import errors
 from srrgan_jax.models import build_generator
 
 FORMATS = ('onnx', 'stablehlo')
-# Opset 17 is read by the runtimes ONNX SR models are used with (onnxruntime,
-# OpenVINO, TensorRT 8.6+); the graph needs nothing newer.
+# The oldest opset jax2onnx 0.17 writes this network correctly for (at 17 it
+# emits ReduceMean with opset 18's axes input, which the ONNX checker rejects).
 ONNX_OPSET = 18
 # Platforms the StableHLO program is lowered for (jax.export picks at call time).
 STABLEHLO_PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
