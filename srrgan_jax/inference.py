@@ -117,12 +117,15 @@ class Upscaler:
   tile=0 runs the whole image in one forward call (recompiles per image size and
   needs memory for the whole image: for benchmarks and small images). Tiling
   settings default to `config.inference`, the batch size to 1 on a CPU.
+  `forward` replaces the JAX generator (e.g. `onnx_inference.OnnxForward`;
+  `params` are then unused): a callable with GeneratorForward's call signature
+  and `size_multiple`.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, params, *,
                tile: Optional[int] = None, overlap: Optional[int] = None,
                batch_size: Optional[int] = None, margin: Optional[int] = None,
-               compute_dtype: Optional[str] = None):
+               compute_dtype: Optional[str] = None, forward=None):
     inference = config.inference
     self.config = config
     self.scale = int(config.scale)
@@ -134,7 +137,8 @@ class Upscaler:
       batch_size = 1 if jax.default_backend() == 'cpu' else inference.batch_size
     self.batch_size = int(batch_size)
     self.margin = margin
-    self.forward = GeneratorForward(config, params, compute_dtype=compute_dtype)
+    self.forward = (forward if forward is not None else
+                    GeneratorForward(config, params, compute_dtype=compute_dtype))
     multiple = self.forward.size_multiple
     if self.tile < 0 or self.tile % multiple:
       raise InferenceError(
@@ -347,24 +351,34 @@ def run(input_path, output_path, *, workdir: str = '', checkpoint: str = '',
         use_ema: bool = True, tile: Optional[int] = None, overlap: Optional[int] = None,
         batch_size: Optional[int] = None, outscale: Optional[float] = None,
         degrade: bool = False, suffix: str = '', ext: str = 'auto', overwrite: bool = False,
-        compute_dtype: Optional[str] = None, show_progress: bool = True) -> Summary:
-  """Upscales a file or folder with a run's selected model or a checkpoint.
+        compute_dtype: Optional[str] = None, show_progress: bool = True,
+        onnx: str = '') -> Summary:
+  """Upscales a file or folder with a run's selected model, a checkpoint or an ONNX file.
 
   Everything that can be checked (paths, options, the model) is checked before
   the first image is processed.
   """
   if outscale is not None and not outscale > 0:
     raise InferenceError(f'--outscale {outscale}: must be a positive factor.')
+  if onnx and (workdir or checkpoint or degrade or compute_dtype):
+    raise InferenceError(f'--onnx {onnx}: runs the exported file alone; drop --workdir, '
+                         '--checkpoint, --degrade (needs the run\'s config) and '
+                         '--compute_dtype (the file has its own precision).')
   jobs = plan_jobs(input_path, output_path, suffix=suffix, ext=ext)
   check_writable(jobs)
   existing = [] if overwrite else [job.target for job in jobs if job.target.exists()]
   todo = [job for job in jobs if job.target not in existing]
   summary = Summary()
   if todo:
-    config, params = load_model(workdir=workdir, checkpoint=checkpoint, use_ema=use_ema)
-    check_params_fit(config, params, where=workdir or checkpoint)
-    upscaler = Upscaler(config, params, tile=tile, overlap=overlap, batch_size=batch_size,
-                        compute_dtype=compute_dtype)
+    if onnx:
+      from srrgan_jax import onnx_inference  # onnxruntime loads only when asked for.
+      upscaler = onnx_inference.upscaler(onnx, tile=tile, overlap=overlap,
+                                         batch_size=batch_size)
+    else:
+      config, params = load_model(workdir=workdir, checkpoint=checkpoint, use_ema=use_ema)
+      check_params_fit(config, params, where=workdir or checkpoint)
+      upscaler = Upscaler(config, params, tile=tile, overlap=overlap,
+                          batch_size=batch_size, compute_dtype=compute_dtype)
     summary = upscale_files(upscaler, todo, outscale=outscale, overwrite=overwrite,
                             degrade=degrade, show_progress=show_progress)
   summary.existing[:0] = existing
