@@ -11,10 +11,8 @@ skips finished phases.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import os
 import pathlib
 import time
 from typing import Any, Callable, Optional
@@ -26,7 +24,9 @@ import numpy as np
 from srrgan_jax import checkpoints
 from srrgan_jax import data
 from srrgan_jax import metrics
+from srrgan_jax import models
 from srrgan_jax import parallel
+from srrgan_jax import run_dir
 from srrgan_jax.train import monitor as monitor_lib
 from srrgan_jax.train import optim
 from srrgan_jax.train import state as state_lib
@@ -91,7 +91,7 @@ def bilinear_baseline(val_set: ValidationSet, scale: int) -> dict[str, float]:
   hr = np.asarray(val_set.hr, np.float32)
   up = jax.image.resize(lr, (lr.shape[0], lr.shape[1] * scale, lr.shape[2] * scale, 3),
                         'bilinear')
-  up, hr = steps.to_unit(up), steps.to_unit(hr)
+  up, hr = models.to_unit(up), models.to_unit(hr)
   return {'psnr': float(np.mean(metrics.psnr(up, hr))),
           'ssim': float(np.mean(metrics.ssim(up, hr)))}
 
@@ -112,22 +112,10 @@ def _check_phases(config) -> list[int]:
   return phases
 
 
-def _check_run_config(workdir: pathlib.Path, config) -> None:
-  """Refuses a run dir that was made with another model, naming the fields."""
-  path = workdir / 'config.json'
-  if path.is_file():
-    checkpoints.check_compatible(json.loads(path.read_text()), config, path)
-
-
 def _write_run_config(workdir: pathlib.Path, config) -> None:
   # Every process has checked the old file before process 0 replaces it.
   parallel.sync_processes('srrgan_run_config_checked')
-  if parallel.is_main_process():
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp = workdir / 'config.json.tmp'
-    tmp.write_text(
-        json.dumps(checkpoints.config_to_dict(config), indent=2, sort_keys=True) + '\n')
-    os.replace(tmp, workdir / 'config.json')  # Readers never see half a file.
+  run_dir.write_config(workdir, config)
 
 
 def _phase_complete(loop_state: dict, config, phase: int) -> bool:
@@ -190,21 +178,20 @@ def _start_params(config, workdir, phase, first_phase: bool, handed_on):
   if handed_on is not None:
     return handed_on.params, f'phase {handed_on.phase} best ({handed_on.step_dir})'
   if first_phase and config.init_checkpoint:
-    params, step_dir = checkpoints.load_generator_for(
-        config, config.init_checkpoint, use_ema=config.eval_use_ema)
+    step_dir = run_dir.resolve(config.init_checkpoint)
+    _, params = run_dir.load_generator(step_dir, config=config, use_ema=config.eval_use_ema)
     return params, f'init_checkpoint {step_dir}'
   if phase == 1:
     return None, f'random initialisation (seed {config.seed})'
-  found = checkpoints.best_checkpoint(workdir, phase - 1)
+  found = run_dir.best_checkpoint(workdir, phase - 1)
   if found is None:
     raise checkpoints.CheckpointError(
         f'phase {phase} starts from phase {phase - 1}\'s best generator, but '
-        f'{checkpoints.phase_dir(workdir, phase - 1)} has no checkpoint. Run phase '
+        f'{run_dir.phase_dir(workdir, phase - 1)} has no checkpoint. Run phase '
         f'{phase - 1} first (e.g. --config.phases="({phase - 1}, {phase})") or give '
         '--config.init_checkpoint=<checkpoint or run dir>.')
-  params, step_dir = checkpoints.load_generator_for(config, found[1],
-                                                    use_ema=config.eval_use_ema)
-  return params, f'phase {phase - 1} best ({step_dir})'
+  _, params = run_dir.load_generator(found[1], config=config, use_ema=config.eval_use_ema)
+  return params, f'phase {phase - 1} best ({found[1]})'
 
 
 class PhaseRun:
@@ -235,7 +222,7 @@ class PhaseRun:
       keep_epochs = [e for e in range(1, self.epochs + 1)
                      if e % every == 0 or e == self.epochs]
     self.manager = checkpoints.make_manager(
-        workdir, phase, async_save=config.checkpoint.async_save,
+        run_dir.phase_dir(workdir, phase), phase, async_save=config.checkpoint.async_save,
         keep_steps=[e * self.steps_per_epoch for e in keep_epochs])
 
   def run(self) -> PhaseResult:
@@ -265,21 +252,21 @@ class PhaseRun:
 
   def _check_saved(self, latest: int) -> dict:
     loop_state, saved_config = checkpoints.read_json_items(self.manager, latest)
-    checkpoints.check_compatible(saved_config, self.config, self.manager.directory)
-    changed = checkpoints.config_differences(saved_config,
-                                             checkpoints.config_to_dict(self.config))
+    run_dir.check_fits(self.config, self.manager.directory, saved_config=saved_config,
+                       with_disc=True)
+    changed = run_dir.config_differences(saved_config, run_dir.config_to_dict(self.config))
     # How a launch is spread over hosts or which phases it runs is no news.
     changed = {k: v for k, v in changed.items()
                if not k.startswith(('distributed.', 'phases', 'init_checkpoint'))}
     if changed:
       log.warning('phase %d continues with changed settings: %s', self.phase,
-                  checkpoints.describe_differences(changed))
+                  run_dir.describe_differences(changed))
     return loop_state
 
   def _already_finished(self, loop_state: dict) -> PhaseResult:
     self.manager.close()
     best_step = loop_state['best_step']
-    step_dir = checkpoints.phase_dir(self.workdir, self.phase) / str(best_step)
+    step_dir = run_dir.phase_dir(self.workdir, self.phase) / str(best_step)
     _print(f'Phase {self.phase}: already finished (epoch {loop_state["epoch"]}); '
            f'handing on step {best_step}.')
     return PhaseResult(self.phase,
@@ -315,7 +302,7 @@ class PhaseRun:
   def _save(self, step: int, val_loss: Optional[float] = None) -> None:
     self.loop_state['step'] = step
     checkpoints.save(self.manager, step, self.state, self.iterator, self.loop_state,
-                     self.config, val_loss=val_loss)
+                     run_dir.config_to_dict(self.config), val_loss=val_loss)
 
   def _train(self, resumed: bool) -> Optional[PhaseResult]:
     config, phase = self.config, self.phase
@@ -401,12 +388,12 @@ class PhaseRun:
     """The phase's result: phases 1-2 their best checkpoint, phase 3 its last state."""
     loop_state = self.loop_state
     if self.phase < 3:
-      step_dir = checkpoints.phase_dir(self.workdir, self.phase) / str(loop_state['best_step'])
+      step_dir = run_dir.phase_dir(self.workdir, self.phase) / str(loop_state['best_step'])
       self.manager.wait_until_finished()
       params = checkpoints.restore_generator(step_dir, use_ema=self.use_ema)
       handed = loop_state['best_metrics']
     else:
-      step_dir = checkpoints.phase_dir(self.workdir, self.phase) / str(step)
+      step_dir = run_dir.phase_dir(self.workdir, self.phase) / str(step)
       params = parallel.to_host(state_lib.eval_params(self.state, self.use_ema))
       handed = loop_state['last_val_metrics']
     reason = 'early stop' if loop_state['stopped_early'] else 'last epoch'
@@ -442,7 +429,7 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   parallel.check_batch_size(int(config.data.batch_size), mesh)
   parallel.check_batch_size(int(config.data.eval_batch_size), mesh,
                             'data.eval_batch_size')
-  _check_run_config(workdir, config)
+  run_dir.check_run_config(workdir, config)
   _write_run_config(workdir, config)
 
   _, val_dir = data.resolve_dirs(config)
