@@ -185,11 +185,12 @@ def _step_checkpointer() -> ocp.Checkpointer:
 
 
 def item_names(step_dir) -> set[str]:
-  """The items of a checkpoint step directory; empty if it is not an Orbax checkpoint."""
+  """The items of a checkpoint step directory, as Orbax lists them.
+
+  A folder without Orbax's step metadata lists its sub-folders.
+  """
   with _quiet_orbax():
-    handlers = _step_checkpointer().metadata(pathlib.Path(step_dir)).item_handlers
-  # Without Orbax's step metadata every sub-folder is listed, with no handler.
-  return {name for name, handler in (handlers or {}).items() if handler}
+    return set(_step_checkpointer().metadata(pathlib.Path(step_dir)).item_handlers or {})
 
 
 def read_json(step_dir, item: str) -> dict:

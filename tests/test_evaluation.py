@@ -1,4 +1,4 @@
-"""Evaluation: LPIPS ranking, comparison table, plots, folder scoring, clear errors.
+"""Evaluation of a run: LPIPS ranking, comparison table, plots, clear errors.
 
 Runs the whole evaluation on a tiny run trained here (random stand-in VGG/LPIPS
 weights, real photos from scikit-image) and checks the numbers against a direct
@@ -13,48 +13,23 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-import skimage.data
 
 from configs import tiny
 from srrgan_jax import checkpoints
 from srrgan_jax import evaluation
 from srrgan_jax import image_io
-from srrgan_jax import metrics
 from srrgan_jax import models
-from srrgan_jax import perceptual
 from srrgan_jax import run_dir
 from srrgan_jax import weights
 from srrgan_jax.evaluation import comparison
 
+from evaluation_data import ATOL
+from evaluation_data import direct_scores
+from evaluation_data import env  # pylint: disable=unused-import  (a fixture)
+
 REPO = Path(__file__).resolve().parent.parent
-# Table numbers are means of float32 per-image values; recomputation order differs.
-ATOL = {'psnr': 1e-3, 'ssim': 1e-5, 'mae': 1e-5, 'lpips': 1e-5}
-
-
-def _write_photos(folder: Path, names, size, stride=3, suffix='.png'):
-  """Real photos, subsampled to a few dozen pixels (keeps detail, stays tiny)."""
-  for name in names:
-    pixels = getattr(skimage.data, name)()[90:90 + size[0] * stride:stride,
-                                           120:120 + size[1] * stride:stride]
-    image_io.write_image(folder / f'{name}{suffix}', pixels / 255.0)
-
-
-@pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  """Random stand-in weights via $SRRGAN_WEIGHTS_DIR and tiny photo folders."""
-  root = tmp_path_factory.mktemp('evaluation')
-  weights.write_random_weights(root / 'weights')
-  _write_photos(root / 'train', ('astronaut', 'chelsea'), (64, 64))
-  _write_photos(root / 'val', ('coffee',), (48, 48))
-  # 44x52: not a multiple of the crop, the tile or the generator's size multiple.
-  _write_photos(root / 'test', ('rocket', 'astronaut', 'coffee'), (44, 52))
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setenv(weights.WEIGHTS_DIR_ENV, str(root / 'weights'))
-    patch.setenv(weights.CACHE_DIR_ENV, str(root / 'cache'))
-    yield root
 
 
 @pytest.fixture(scope='module')
@@ -91,25 +66,6 @@ def evaluated(env, trained_run):
   return report, runners[0], lines
 
 
-def _lpips_params():
-  return perceptual.load_lpips_params(tiny.get_config())
-
-
-def _direct_scores(sr, hr, *, crop_border, y_channel=False):
-  """Per-image metrics computed straight from the library functions."""
-  sr = jnp.clip(jnp.asarray(sr), -1, 1)
-  hr = jnp.asarray(hr)
-  sr01, hr01 = models.to_unit(sr), models.to_unit(hr)
-  return {
-      'psnr': np.asarray(metrics.psnr(sr01, hr01, crop_border=crop_border,
-                                      y_channel=y_channel)),
-      'ssim': np.asarray(metrics.ssim(sr01, hr01, crop_border=crop_border,
-                                      y_channel=y_channel)),
-      'mae': np.asarray(metrics.mae(sr, hr)),
-      'lpips': np.asarray(perceptual.lpips(_lpips_params(), sr, hr)),
-  }
-
-
 def _assert_row_matches(row, direct):
   for name in evaluation.METRIC_NAMES:
     assert abs(row[name] - float(np.mean(direct[name]))) < ATOL[name], (
@@ -130,7 +86,7 @@ def test_table_structure_and_direct_recomputation(evaluated, trained_run, env):
   assert lr.shape == (3, 16, 16, 3) and hr.shape == (3, 32, 32, 3)
   rows = {row['key']: row for row in report['rows']}
   bilinear = jax.image.resize(lr, hr.shape, 'bilinear')
-  _assert_row_matches(rows['bilinear'], _direct_scores(bilinear, hr, crop_border=2))
+  _assert_row_matches(rows['bilinear'], direct_scores(bilinear, hr, crop_border=2))
 
   generator = models.build_generator(config)
   selected = run_dir.read_selected(trained_run)
@@ -138,7 +94,7 @@ def test_table_structure_and_direct_recomputation(evaluated, trained_run, env):
                            ('srrgan', 3, selected['step'])):
     _, params = run_dir.load_generator(trained_run, phase=phase, step=step)
     sr = generator.apply({'params': params}, lr, train=False)
-    _assert_row_matches(rows[key], _direct_scores(sr, hr, crop_border=2))
+    _assert_row_matches(rows[key], direct_scores(sr, hr, crop_border=2))
     per_image = report['per_image'][key]
     assert list(per_image) == test.names
 
@@ -208,42 +164,9 @@ def test_full_images_y_channel_raw_weights(trained_run, env, tmp_path):
   assert lr.shape == (3, 22, 26, 3) and hr.shape == (3, 44, 52, 3)
   bicubic = jax.image.resize(lr, hr.shape, 'bicubic')
   _assert_row_matches(report['rows'][1],
-                      _direct_scores(bicubic, hr, crop_border=0, y_channel=True))
+                      direct_scores(bicubic, hr, crop_border=0, y_channel=True))
   assert all(np.isfinite(row[m]) for row in report['rows'] for m in evaluation.METRIC_NAMES)
   assert run_dir.read_selected(run)['protocol']['use_ema'] is False
-
-
-def test_folder_scoring_matches_metrics(env, tmp_path):
-  hr_dir, sr_dir = tmp_path / 'hr', tmp_path / 'sr'
-  # The size and protocol of the full-image test: its compiled scorer is reused.
-  _write_photos(hr_dir, ('rocket', 'coffee'), (44, 52))
-  _write_photos(hr_dir / 'sub', ('chelsea',), (44, 52))
-  for path in image_io.list_images(hr_dir):
-    hr = image_io.read_rgb(path)
-    low = jax.image.resize(hr, (22, 26, 3), 'linear', antialias=True)
-    target = sr_dir / path.relative_to(hr_dir).with_suffix('.jpg')  # Suffix may differ.
-    image_io.write_image(target, np.clip(jax.image.resize(low, hr.shape, 'cubic'), 0, 1))
-  lines = []
-  scores = evaluation.score_folders(sr_dir, hr_dir, crop_border=0, y_channel=True,
-                                    log=lines.append)
-  assert scores['num_images'] == 3 and not scores['unmatched_hr']
-  assert set(scores['per_image']) == {'coffee', 'rocket', 'sub/chelsea'}
-  sr = models.from_unit(np.stack([image_io.read_rgb(sr_dir / 'sub' / 'chelsea.jpg')]))
-  hr = models.from_unit(np.stack([image_io.read_rgb(hr_dir / 'sub' / 'chelsea.png')]))
-  direct = _direct_scores(sr, hr, crop_border=0, y_channel=True)
-  for name in evaluation.METRIC_NAMES:
-    assert scores['per_image']['sub/chelsea'][name] == pytest.approx(
-        float(direct[name][0]), abs=ATOL[name])
-  assert scores['mean']['psnr'] == pytest.approx(
-      np.mean([s['psnr'] for s in scores['per_image'].values()]))
-
-  image_io.write_image(sr_dir / 'rocket.jpg', np.zeros((44, 50, 3)))
-  with pytest.raises(evaluation.EvaluationError,
-                     match=r'rocket\.jpg is 44x50 but its ground truth .*rocket\.png is 44x52'):
-    evaluation.score_folders(sr_dir, hr_dir)
-  (tmp_path / 'empty').mkdir()
-  with pytest.raises(evaluation.EvaluationError, match='no images found.*--sr_dir'):
-    evaluation.score_folders(tmp_path / 'empty', hr_dir)
 
 
 def test_bad_run_inputs_are_clear_errors(trained_run, env, tmp_path, monkeypatch):
