@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from configs import tiny
-from srrgan_jax import checkpoints
+import fake_run
 from srrgan_jax import export
 from srrgan_jax import inference
 from srrgan_jax import models
@@ -34,17 +33,7 @@ STABLEHLO_TOLERANCE = 1e-6
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory):
   """A tiny run whose selected model (phase 3, step 5) has random EMA weights."""
-  workdir = tmp_path_factory.mktemp('run')
-  config = tiny.get_config()
-  shapes = jax.eval_shape(lambda key: models.init_generator(config, key),
-                          jax.random.key(0))['params']
-  rng = np.random.default_rng(1)
-  params = jax.tree.map(lambda s: rng.normal(0, 0.2, s.shape).astype(np.float32), shapes)
-  manager = checkpoints.make_manager(workdir, 3, async_save=False)
-  checkpoints.save(manager, 5, {'params': params, 'ema_params': params}, None, {}, config)
-  manager.wait_until_finished()
-  manager.close()
-  return workdir
+  return fake_run.save_random_generator(tmp_path_factory.mktemp('run'), 5, seed=1)
 
 
 @pytest.fixture(scope='module')
@@ -79,9 +68,10 @@ def photo_batch(height, width):
 
 def jax_forward(model, images_NCHW):
   """What the run's generator computes for NCHW images in [0, 1], via infer.py's forward."""
-  forward = inference.GeneratorForward(*model)
-  lr = images_NCHW.astype(np.float32).transpose(0, 2, 3, 1) * 2 - 1
-  return ((np.asarray(forward(lr)) + 1) / 2).transpose(0, 3, 1, 2)
+  config, params = model
+  forward = models.GeneratorForward(config).bind(params)
+  lr = models.from_unit(images_NCHW.astype(np.float32).transpose(0, 2, 3, 1))
+  return models.to_unit(np.asarray(forward(lr))).transpose(0, 3, 1, 2)
 
 
 def run_onnx(path, images_NCHW):

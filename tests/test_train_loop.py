@@ -8,13 +8,13 @@ import json
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from configs import tiny
 from srrgan_jax import checkpoints
 from srrgan_jax import data
 from srrgan_jax import image_io
+from srrgan_jax import run_dir
 from srrgan_jax import weights
 from srrgan_jax.train import loop
 
@@ -58,7 +58,7 @@ def full_run(tiny_config, tmp_path_factory):
 
 def read_state(step_dir):
   """The whole saved train state of a checkpoint, as numpy arrays."""
-  return ocp.PyTreeCheckpointer().restore((step_dir / 'state').resolve())
+  return checkpoints.restore_arrays(step_dir)
 
 
 def assert_trees_equal(a, b):
@@ -74,10 +74,10 @@ def test_run_writes_checkpoints_logs_samples_and_plots(full_run, tiny_config):
   steps_per_epoch = tiny_config.data.steps_per_epoch  # 3
   assert set(summary['phases']) == {1, 2, 3}
   # Phase 1: best (by val loss) and latest survive; phase 3: one per epoch.
-  phase1 = [s for s, _ in checkpoints.list_checkpoints(workdir, 1)]
-  best1 = checkpoints.best_checkpoint(workdir, 1)[0]
+  phase1 = [s for s, _ in run_dir.list_checkpoints(workdir, 1)]
+  best1 = run_dir.best_checkpoint(workdir, 1)[0]
   assert phase1[-1] == 2 * steps_per_epoch and best1 in phase1 and len(phase1) <= 2
-  assert [s for s, _ in checkpoints.list_checkpoints(workdir, 3)] == [3, 6]
+  assert [s for s, _ in run_dir.list_checkpoints(workdir, 3)] == [3, 6]
   assert json.loads((workdir / 'config.json').read_text())['model']['stem_channels'] == 8
 
   train3 = (workdir / 'logs/phase3/train.csv').read_text().splitlines()
@@ -100,16 +100,15 @@ def test_run_writes_checkpoints_logs_samples_and_plots(full_run, tiny_config):
 
 def test_phase2_starts_from_phase1_best_and_phase3_from_phase2(full_run, tiny_config):
   workdir, _ = full_run
-  best1 = checkpoints.best_checkpoint(workdir, 1)[1]
+  best1 = run_dir.best_checkpoint(workdir, 1)[1]
   best1_ema = checkpoints.restore_generator(best1, use_ema=True)
   # Phase 2 takes 3 AdamW steps at lr 1e-5 from phase 1's best EMA weights.
-  phase2 = checkpoints.list_checkpoints(workdir, 2)[-1][1]
+  phase2 = run_dir.list_checkpoints(workdir, 2)[-1][1]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4),
                checkpoints.restore_generator(phase2, use_ema=False), best1_ema)
-  loop2 = json.loads((phase2 / 'loop' / 'metadata').read_text())
+  loop2 = checkpoints.read_json(phase2, checkpoints.LOOP)
   assert str(best1) in loop2['start']
-  loop3 = json.loads(
-      (checkpoints.list_checkpoints(workdir, 3)[0][1] / 'loop' / 'metadata').read_text())
+  loop3 = checkpoints.read_json(run_dir.list_checkpoints(workdir, 3)[0][1], checkpoints.LOOP)
   assert 'phase 2 best' in loop3['start']
 
 
@@ -124,8 +123,8 @@ def test_interrupted_runs_resume_bit_for_bit(full_run, tiny_config, tmp_path):
   assert 'stopped' in loop.run(tiny_config, workdir, stop_after_steps={3: 4})
   summary = loop.run(tiny_config, workdir)
   for phase in (1, 2, 3):
-    ours = checkpoints.list_checkpoints(workdir, phase)
-    theirs = checkpoints.list_checkpoints(reference, phase)
+    ours = run_dir.list_checkpoints(workdir, phase)
+    theirs = run_dir.list_checkpoints(reference, phase)
     assert [s for s, _ in ours] == [s for s, _ in theirs]
     assert_trees_equal(read_state(ours[-1][1]), read_state(theirs[-1][1]))
   assert summary['final'] == ref_summary['final']
@@ -144,8 +143,8 @@ def test_phase3_alone_from_init_checkpoint_equals_the_chained_run(full_run, tiny
   config.init_checkpoint = str(reference / 'checkpoints' / 'phase2')  # Its best step.
   workdir = tmp_path / 'phase3_only'
   loop.run(config, workdir)
-  ours, theirs = (checkpoints.list_checkpoints(w, 3) for w in (workdir, reference))
-  loop3 = json.loads((ours[0][1] / 'loop' / 'metadata').read_text())
+  ours, theirs = (run_dir.list_checkpoints(w, 3) for w in (workdir, reference))
+  loop3 = checkpoints.read_json(ours[0][1], checkpoints.LOOP)
   assert loop3['start'].startswith('init_checkpoint')
   assert_trees_equal(read_state(ours[-1][1]), read_state(theirs[-1][1]))
 

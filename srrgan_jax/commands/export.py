@@ -53,7 +53,6 @@ def main(argv):
     config, params = inference.load_model(workdir=_WORKDIR.value or '',
                                           checkpoint=_CHECKPOINT.value or '',
                                           use_ema=not _RAW.value)
-    inference.check_params_fit(config, params, where=_WORKDIR.value or _CHECKPOINT.value)
     export.export(config, params, _OUTPUT.value, format=_FORMAT.value, fp16=_FP16.value)
   except errors.UserError as e:
     sys.exit(f'Error: {e}')
