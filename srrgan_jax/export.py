@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 
 from srrgan_jax import errors
-from srrgan_jax.models import build_generator
+from srrgan_jax import models
 
 FORMATS = ('onnx', 'stablehlo')
 # The oldest opset jax2onnx 0.17 writes this network correctly for (at 17 it
@@ -56,12 +56,12 @@ def upscale_function(config: ml_collections.ConfigDict, params, *, fp16: bool = 
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.compute_dtype = 'float16'
     params = jax.tree.map(lambda p: np.asarray(p, np.float16), params)
-  model = build_generator(config)
+  model = models.build_generator(config)
 
   def upscale(images_NCHW):
-    lr = jnp.transpose(images_NCHW, (0, 2, 3, 1)).astype(jnp.float32) * 2.0 - 1.0
+    lr = models.from_unit(jnp.transpose(images_NCHW, (0, 2, 3, 1)).astype(jnp.float32))
     hr = model.apply({'params': params}, lr, train=False)
-    return jnp.transpose((hr + 1.0) * 0.5, (0, 3, 1, 2)).astype(dtype)
+    return jnp.transpose(models.to_unit(hr), (0, 3, 1, 2)).astype(dtype)
 
   return upscale
 
@@ -69,7 +69,7 @@ def upscale_function(config: ml_collections.ConfigDict, params, *, fp16: bool = 
 def input_spec(config: ml_collections.ConfigDict, *, fp16: bool = False
                ) -> jax.ShapeDtypeStruct:
   """(batch, 3, m*h, m*w) with m the generator's size multiple, all symbolic but 3."""
-  multiple = build_generator(config).size_multiple
+  multiple = models.build_generator(config).size_multiple
   shape = jax.export.symbolic_shape(f'batch, 3, {multiple}*h, {multiple}*w')
   return jax.ShapeDtypeStruct(shape, _dtype(fp16))
 
@@ -77,7 +77,7 @@ def input_spec(config: ml_collections.ConfigDict, *, fp16: bool = False
 def tiling_metadata(config: ml_collections.ConfigDict, *, fp16: bool = False
                     ) -> dict[str, str]:
   """What a user of the exported model needs to know, as ONNX metadata_props."""
-  multiple = build_generator(config).size_multiple
+  multiple = models.build_generator(config).size_multiple
   scale = int(config.scale)
   tile, overlap = int(config.inference.tile), int(config.inference.overlap)
   return {
@@ -184,7 +184,7 @@ def export_onnx(config: ml_collections.ConfigDict, params, path, *, fp16: bool =
                       'pip install -e ".[export]" && pip install --no-deps '
                       '"jax2onnx>=0.17.1,<0.18" (README "Exporting").') from e
   from srrgan_jax import onnx_plugins  # pylint: disable=g-import-not-at-top,unused-import
-  multiple = build_generator(config).size_multiple
+  multiple = models.build_generator(config).size_multiple
   upscale = _anchor_tile_counts(upscale_function(config, params, fp16=fp16), multiple)
   with _quiet_onnx_ir():
     model = jax2onnx.to_onnx(upscale, [input_spec(config, fp16=fp16)],

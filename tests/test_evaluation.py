@@ -1,8 +1,9 @@
 """Evaluation of a run: LPIPS ranking, comparison table, plots, clear errors.
 
-Runs the whole evaluation on a tiny run trained here (random stand-in VGG/LPIPS
-weights, real photos from scikit-image) and checks the numbers against a direct
-recomputation with the generator, `metrics` and `perceptual.lpips`.
+Runs the whole evaluation on the session's tiny trained run (random stand-in
+VGG/LPIPS weights) with real test photos from scikit-image, and checks the
+numbers against a direct recomputation with the generator, `metrics` and
+`perceptual.lpips`.
 """
 
 import csv
@@ -16,7 +17,6 @@ import jax
 import numpy as np
 import pytest
 
-from configs import tiny
 from srrgan_jax import checkpoints
 from srrgan_jax import evaluation
 from srrgan_jax import image_io
@@ -33,19 +33,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope='module')
-def trained_run(env):
-  """Phases 1-3 of the tiny config, a step per epoch; two phase-3 checkpoints."""
-  from srrgan_jax.train import loop
-  config = tiny.get_config()
-  config.data.train_dir = str(env / 'train')
-  config.data.val_dir = str(env / 'val')
-  config.weights.auto_fetch = False  # A missing file must fail, never download.
-  config.data.steps_per_epoch = 1
-  config.phase1.epochs = 1
-  config.phase2.epochs = 1
-  config.phase3.epochs = 2
-  config.ema_decay = 0.5  # Checkpoints a step apart then differ visibly.
-  loop.run(config, env / 'run')
+def trained_run(env, tiny_run):
+  """A copy of the shared tiny run (three phases, phase-3 checkpoints at steps 3 and 6).
+
+  Evaluation records its choice in the run (selected.json): hence the copy.
+  """
+  shutil.copytree(tiny_run[0], env / 'run')
   return env / 'run'
 
 

@@ -1,6 +1,6 @@
 """The three-phase run: outputs, phase chaining, exact resume, refusals, NaN stop.
 
-One tiny uninterrupted run (module fixture) is the reference the other tests
+One tiny uninterrupted run (the session fixture `tiny_run`) is the reference the other tests
 compare against; jitted steps are reused across runs in this process.
 """
 
@@ -10,50 +10,22 @@ import jax
 import numpy as np
 import pytest
 
-from configs import tiny
 from srrgan_jax import checkpoints
 from srrgan_jax import data
 from srrgan_jax import image_io
 from srrgan_jax import run_dir
-from srrgan_jax import weights
 from srrgan_jax.train import loop
 
 
-def write_photos(folder, count, size, seed):
-  """Smooth random colour images (gradients + blobs) that a model can learn from."""
-  rng = np.random.default_rng(seed)
-  folder.mkdir(parents=True)
-  yy, xx = np.mgrid[0:size[0], 0:size[1]] / max(size)
-  for i in range(count):
-    channels = []
-    for _ in range(3):
-      fx, fy, phase = rng.uniform(1, 6), rng.uniform(1, 6), rng.uniform(0, 6.3)
-      channels.append(0.5 + 0.4 * np.sin(fx * 6.3 * xx + phase) * np.cos(fy * 6.3 * yy))
-    image_io.write_image(folder / f'img{i}.png', np.stack(channels, -1).astype(np.float32))
+@pytest.fixture
+def tiny_config(tiny_run_config):
+  """The shared run's config, a fresh copy per test."""
+  return tiny_run_config.copy_and_resolve_references()
 
 
-@pytest.fixture(scope='module')
-def tiny_config(tmp_path_factory):
-  root = tmp_path_factory.mktemp('train_data')
-  write_photos(root / 'train', 6, (40, 48), seed=0)
-  write_photos(root / 'val', 3, (36, 36), seed=1)
-  vgg_file = weights.write_random_weights(root / 'weights', [weights.VGG19_FILE])[0]
-  config = tiny.get_config()
-  config.data.train_dir = str(root / 'train')
-  config.data.val_dir = str(root / 'val')
-  config.weights.vgg19_file = str(vgg_file)
-  config.weights.auto_fetch = False
-  # A 2-block VGG keeps the perceptual loss (same code path) cheap on CPU.
-  config.loss.perceptual_layers = ('block1_conv2', 'block2_conv2')
-  config.loss.perceptual_layer_weights = (0.5, 0.5)
-  return config
-
-
-@pytest.fixture(scope='module')
-def full_run(tiny_config, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('full_run')
-  summary = loop.run(tiny_config, workdir)
-  return workdir, summary
+@pytest.fixture
+def full_run(tiny_run):
+  return tiny_run
 
 
 def read_state(step_dir):
