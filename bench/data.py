@@ -15,9 +15,11 @@ second-order model beside the default one-pass model (rows say which).
 `--stages` instead prints, per patch, the CPU milliseconds of each stage of
 the in-process pipeline on one core (decode shared by `patches_per_image`
 patches; crop/flip/rot; to float; colour jitter; each degradation step; the
-batch conversion to [-1, 1]; the hand-over of a batch from a worker to the
-trainer through shared memory, as Grain does it) and checks that the staged result equals the
-pipeline's own sample bit for bit, so the breakdown measures the real code.
+batch rows: LR to [-1, 1], HR rounded to uint8; the hand-over of a batch from
+a worker to the trainer through shared memory, as Grain does it). Stage costs
+are averages over all patches, so a step that only some patches take (Poisson
+noise, JPEG) counts with its frequency. It checks that the staged result
+equals the pipeline's own sample bit for bit: the breakdown times the real code.
 """
 
 import argparse
@@ -149,7 +151,7 @@ def staged_sample(clock, pixels, sample_index, *, seed, patch_size, scale, augme
 
 
 def _to_batch_rows(hr, lr, hr_out, lr_out):
-  cv2.addWeighted(hr, 2.0, hr, 0.0, -1.0, dst=hr_out)
+  data.hr_to_uint8(hr, out=hr_out)
   cv2.addWeighted(lr, 2.0, lr, 0.0, -1.0, dst=lr_out)
 
 
@@ -172,7 +174,7 @@ def stage_costs(config, train_dir, patches):
   augment_cfg = data._plain(config.augment)  # pylint: disable=protected-access
   degradation_cfg = training_degradation.plain_config(config.degradation)
   clock = StageClock()
-  hr_out = np.empty((batch_size, size, size, 3), np.float32)
+  hr_out = np.empty((batch_size, size, size, 3), np.uint8)
   lr_out = np.empty((batch_size, size // scale, size // scale, 3), np.float32)
   pixels = None
   for index in range(patches):
@@ -187,7 +189,7 @@ def stage_costs(config, train_dir, patches):
       np.testing.assert_array_equal(hr, want_hr)
       np.testing.assert_array_equal(lr, want_lr)
     row = index % batch_size
-    clock.run('batch_to_minus1_1', _to_batch_rows, hr, lr, hr_out[row], lr_out[row])
+    clock.run('batch_rows', _to_batch_rows, hr, lr, hr_out[row], lr_out[row])
     if row == batch_size - 1:
       clock.run('hand_over', _hand_over, {'lr': lr_out, 'hr': hr_out})
   costs = {name: 1e3 * seconds / patches for name, seconds in clock.seconds.items()}

@@ -172,7 +172,7 @@ def test_nan_loss_stops_naming_the_step_and_last_checkpoint(tiny_config, tmp_pat
   real_iterator = data.make_train_iterator
 
   class PoisonedIterator:
-    """Passes batches through, but the third one is NaN."""
+    """Passes batches through, but the third one's input is NaN."""
 
     def __init__(self, inner):
       self.inner, self.count = inner, 0
@@ -181,7 +181,7 @@ def test_nan_loss_stops_naming_the_step_and_last_checkpoint(tiny_config, tmp_pat
       batch = next(self.inner)
       self.count += 1
       if self.count == 3:
-        batch = dict(batch, hr=np.full_like(batch['hr'], np.nan))
+        batch = dict(batch, lr=np.full_like(batch['lr'], np.nan))
       return batch
 
     def get_state(self):
