@@ -12,13 +12,13 @@ from srrgan_jax import data
 from srrgan_jax import parallel
 from srrgan_jax.train import device_prefetch
 from srrgan_jax.train import monitor as monitor_lib
-from tests import test_train_loop
+import tiny_run
 
 
 @pytest.fixture(scope='module')
 def config(tmp_path_factory):
   root = tmp_path_factory.mktemp('prefetch_data')
-  test_train_loop.write_photos(root / 'train', 4, (40, 48), seed=3)
+  tiny_run.write_photos(root / 'train', 4, (40, 48), seed=3)
   c = tiny.get_config()
   c.data.train_dir = str(root / 'train')
   return c

@@ -64,8 +64,8 @@ _FIGURE_IMAGES = flags.DEFINE_integer(
 def _default_test_dir(workdir) -> str:
   """The run's test folder, else its validation photos (with a note)."""
   from srrgan_jax import data
-  from srrgan_jax import evaluation
-  config = evaluation.load_run_config(workdir)
+  from srrgan_jax import run_dir
+  config = run_dir.read_config(workdir)
   if config.data.test_dir:
     return config.data.test_dir
   _, val_dir = data.resolve_dirs(config)
