@@ -11,22 +11,40 @@ second-order model beside the default one-pass model (rows say which).
   python bench/data.py                      # built-in sample photos
   python bench/data.py --data DIV2K_train_HR_sub --workers 0,2,8
   python bench/data.py --degradation realesrgan --patches_per_image 4
+
+`--stages` instead prints, per patch, the CPU milliseconds of each stage of
+the in-process pipeline on one core (decode shared by `patches_per_image`
+patches; crop/flip/rot; to float; colour jitter; each degradation step; the
+batch rows: LR to [-1, 1], HR rounded to uint8; the hand-over of a batch from
+a worker to the trainer through shared memory, as Grain does it). Stage costs
+are averages over all patches, so a step that only some patches take (Poisson
+noise, JPEG) counts with its frequency. It checks that the staged result
+equals the pipeline's own sample bit for bit: the breakdown times the real code.
 """
 
 import argparse
 import json
 import multiprocessing
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
+from srrgan_jax import augment  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
+from srrgan_jax import degradation  # pylint: disable=g-import-not-at-top,wrong-import-position
+from srrgan_jax import image_io  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import sample_photos  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import training_degradation  # pylint: disable=g-import-not-at-top,wrong-import-position
+# Grain's own hand-over between worker processes, timed by --stages.
+from grain._src.python.ipc import shared_memory_array  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _int_list(text):
@@ -84,6 +102,120 @@ def run_one(args, train_dir, images, model, patches_per_image, workers):
   }), flush=True)
 
 
+class StageClock:
+  """CPU seconds (this process) per named stage, summed over calls."""
+
+  def __init__(self):
+    self.seconds: dict[str, float] = {}
+
+  def run(self, name, fn, *args, **kwargs):
+    start = time.thread_time()
+    out = fn(*args, **kwargs)
+    self.seconds[name] = self.seconds.get(name, 0.0) + time.thread_time() - start
+    return out
+
+
+def staged_sample(clock, pixels, sample_index, *, seed, patch_size, scale, augment_cfg,
+                  degradation_cfg):
+  """`data.training_sample` split into timed stages (same calls, same random draws)."""
+  # pylint: disable=protected-access
+  words = [seed % 2**64, sample_index]
+  rng = np.random.default_rng(words + [data._AUGMENT_STREAM])
+  patch = clock.run('crop_flip_rot', augment.random_geometry, pixels, patch_size, rng,
+                    augment_cfg)
+  hr = clock.run('to_float', image_io.to_unit_float, patch)
+  hr = clock.run('colour_jitter', augment.colour_jitter, hr, rng, augment_cfg)
+  rng = np.random.default_rng(words + [data._DEGRADE_STREAM])
+  cfg = degradation_cfg
+  if cfg.model != 'original':
+    hr, lr, _ = clock.run(f'degrade_{cfg.model}', training_degradation.degrade_training,
+                          hr, rng, cfg, scale)
+    return hr, lr
+  params = clock.run('degrade_draw', degradation.draw_stochastic_params, rng, cfg)
+  img = clock.run(f'degrade_blur_{params["blur"]}', degradation._blur, hr, params,
+                  degradation._border(cfg))
+  img = clock.run(f'degrade_resize_{params["resize"]}', degradation.resize_down, img,
+                  scale, params['resize'])
+  for step in params['order']:
+    if step == 'noise':
+      img = clock.run(f'degrade_noise_{params["noise"]}', degradation._add_noise, img,
+                      params, rng)
+    elif params['jpeg_quality'] is not None:
+      img = clock.run('degrade_jpeg', degradation.jpeg_roundtrip, img,
+                      params['jpeg_quality'])
+  lr = clock.run('degrade_clip', np.clip, img, 0.0, 1.0, out=img)
+  if cfg.sharpen_target:
+    hr = clock.run('sharpen_target', training_degradation.usm_sharpen, hr, cfg.usm_weight,
+                   cfg.usm_kernel_size, cfg.usm_threshold)
+  return hr, lr
+
+
+def _to_batch_rows(hr, lr, hr_out, lr_out):
+  data.hr_to_uint8(hr, out=hr_out)
+  cv2.addWeighted(lr, 2.0, lr, 0.0, -1.0, dst=lr_out)
+
+
+def _hand_over(batch):
+  """What a worker's batch costs to reach the trainer: Grain copies its arrays into
+  shared memory and pickles the small metadata; the trainer maps the memory."""
+  metadata = shared_memory_array.copy_to_shm(batch)
+  received = shared_memory_array.open_from_shm(
+      pickle.loads(pickle.dumps(metadata, protocol=pickle.HIGHEST_PROTOCOL)))
+  np.add.reduce(received['hr'][:, 0, 0])  # Touch the mapped pages, as the trainer does.
+  del received  # Unlinks the shared memory.
+
+
+def stage_costs(config, train_dir, patches):
+  """{stage: CPU ms per patch} of `patches` in-process patches, on one OpenCV thread."""
+  cv2.setNumThreads(1)  # As in the workers: CPU time per stage on one core.
+  scan = data.scan_training_images(str(train_dir), int(config.data.patch_size))
+  seed, size, scale = int(config.seed), int(config.data.patch_size), int(config.scale)
+  per_image, batch_size = int(config.data.patches_per_image), int(config.data.batch_size)
+  augment_cfg = data._plain(config.augment)  # pylint: disable=protected-access
+  degradation_cfg = training_degradation.plain_config(config.degradation)
+  clock = StageClock()
+  hr_out = np.empty((batch_size, size, size, 3), np.uint8)
+  lr_out = np.empty((batch_size, size // scale, size // scale, 3), np.float32)
+  pixels = None
+  for index in range(patches):
+    if index % per_image == 0:
+      path = scan.paths[(index // per_image) % len(scan.paths)]
+      pixels = clock.run('decode', data.decode_pixels, path)
+    kwargs = dict(seed=seed, patch_size=size, scale=scale, augment_cfg=augment_cfg,
+                  degradation_cfg=degradation_cfg)
+    hr, lr = staged_sample(clock, pixels, index, **kwargs)
+    if index == 0:  # The stages are the pipeline: same pixels, bit for bit.
+      want_hr, want_lr = data.training_sample(pixels, index, **kwargs)
+      np.testing.assert_array_equal(hr, want_hr)
+      np.testing.assert_array_equal(lr, want_lr)
+    row = index % batch_size
+    clock.run('batch_rows', _to_batch_rows, hr, lr, hr_out[row], lr_out[row])
+    if row == batch_size - 1:
+      clock.run('hand_over', _hand_over, {'lr': lr_out, 'hr': hr_out})
+  costs = {name: 1e3 * seconds / patches for name, seconds in clock.seconds.items()}
+  costs['total'] = sum(costs.values())
+  return costs
+
+
+def run_stages(args, train_dir):
+  """Prints one JSON line of per-stage CPU ms per patch for each patches_per_image."""
+  for patches_per_image in args.patches_per_image:
+    config = default.get_config()
+    config.degradation.model = args.degradation
+    config.data.patch_size = args.patch_size
+    config.data.batch_size = args.batch_size
+    config.data.patches_per_image = patches_per_image
+    patches = args.batches * args.batch_size
+    costs = stage_costs(config, train_dir, patches)
+    print(json.dumps({
+        'stages_cpu_ms_per_patch': {k: round(v, 3) for k, v in costs.items()},
+        'patches_per_cpu_s': round(1e3 / costs['total'], 1),
+        'degradation': args.degradation, 'patches_per_image': patches_per_image,
+        'patches': patches, 'patch_size': args.patch_size, 'batch_size': args.batch_size,
+        'data': str(train_dir), 'load_avg_1min': round(os.getloadavg()[0], 1),
+    }), flush=True)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--data', default='', help='Image folder; default: sample photos.')
@@ -98,8 +230,13 @@ def main():
   parser.add_argument('--degradation', default='original',
                       choices=training_degradation.MODELS,
                       help="Degradation model measured beside the default 'original'.")
+  parser.add_argument('--stages', action='store_true',
+                      help='Per-stage CPU ms per patch (in-process) instead of throughput.')
   args = parser.parse_args()
   train_dir = Path(args.data) if args.data else sample_photos.sample_photos_dir() / 'train'
+  if args.stages:
+    run_stages(args, train_dir)
+    return
   images = len(data.scan_training_images(str(train_dir), args.patch_size).paths)
   models = list(dict.fromkeys(['original', args.degradation]))
   for model in models:

@@ -8,7 +8,8 @@ end-to-end runs of `inference.Upscaler.upscale` ([0, 1] image in, [0, 1] HR out:
 tile extraction, forward calls, Hann blending); compilation is timed apart.
 `gflop` counts the FLOPs the compiled programs execute, from XLA's cost analysis
 (`jitted.lower(...).compile().cost_analysis()`), padded batch slots included;
-`gflops` = gflop / seconds. `cpu_seconds` is this process's CPU time (all threads)
+`gflops` = gflop / seconds, and `fraction_of_matmul_peak` = gflops over a
+float32 2048x2048 matmul timed in the same run (`matmul_peak_gflops`). `cpu_seconds` is this process's CPU time (all threads)
 during that run: on a shared machine, wall time includes waiting for other
 processes, CPU time does not (quiet wall time >= cpu_seconds / cores). Random
 weights: speed does not depend on them.
@@ -18,6 +19,7 @@ LR, 25 tiles, batch 64): 10.1 s, 0.10 output MP/s, 57 GFLOP/s.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import pathlib
@@ -62,9 +64,19 @@ def configurations(args):
           for mode in args.modes]
 
 
+def matmul_peak_gflops():
+  """The float32 matmul GFLOP/s of `bench/train.py`, measured now."""
+  path = pathlib.Path(__file__).resolve().parent / 'train.py'
+  spec = importlib.util.spec_from_file_location('bench_train', path)
+  bench_train = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench_train)
+  return bench_train.matmul_gflops('float32')
+
+
 def main():
   args = parse_args()
   device = jax.devices()[0]
+  peak = matmul_peak_gflops()
   config = default.get_config()
   params = init_generator(config, jax.random.key(0), (1, 8, 8, 3))['params']
   image = np.random.default_rng(0).uniform(0, 1, (max(args.sizes + [512]),) * 2 + (3,))
@@ -110,7 +122,8 @@ def main():
         'cpu_seconds': round(cpu_seconds, 3), 'compile_seconds': round(compile_seconds, 2),
         'out_mpix_per_s': round(hr.shape[0] * hr.shape[1] / 1e6 / seconds, 4),
         'gflop': round(gflop, 1), 'gflops': round(gflop / seconds, 1),
-        'flops_source': 'xla_cost_analysis',
+        'flops_source': 'xla_cost_analysis', 'matmul_peak_gflops': round(peak, 1),
+        'fraction_of_matmul_peak': round(gflop / seconds / peak, 3),
         'device': f'{device.platform}:{device.device_kind}',
         'cpu_count': os.cpu_count(), 'load_avg_1min': round(os.getloadavg()[0], 2),
         'xla_flags': os.environ.get('XLA_FLAGS', ''),

@@ -10,11 +10,16 @@ less one step. `cpu_s_per_step` is this process's CPU time (all threads) per
 step: on a shared machine wall time includes waiting for other processes, CPU
 time does not (a quiet machine's wall time is at least cpu_s_per_step / cores).
 
-`gflops` = `gflop_per_step` / `s_per_step`, with the FLOPs of the reference's
-analytical figures (a generator forward costs 23.0 GFLOP per 128x128
-LR patch, a phase-1 step 3x that per sample, a phase-3 step 297 GFLOP per
-sample), so it compares with the reference's 40-81 GFLOP/s directly.
-`xla_gflop_per_step` is what XLA's cost analysis counts for the step program.
+`xla_gflop_per_step` is what XLA's cost analysis counts for the compiled step
+program (`jitted.lower(...).compile().cost_analysis()`), and `xla_gflops` that
+per second: the work the machine really does. `matmul_peak_gflops` is a
+float32 2048x2048 matmul measured in the same run, and `fraction_of_matmul_peak`
+= `xla_gflops` / that. `reference_equivalent_gflops` divides the reference's
+analytical FLOPs instead (a generator forward costs 23.0 GFLOP per 128x128 LR
+patch, a phase-1 step 3x that per sample, a phase-3 step 297 GFLOP per sample),
+so it compares with the reference's 40-81 GFLOP/s directly; it counts work the
+program does not do (e.g. phase 3's frozen VGG19 needs no weight gradients) and
+can exceed what the machine executes.
 
 Random weights (VGG19 too): speed does not depend on them. On CPUs the XLA
 flags of `srrgan_jax.xla_cpu` are applied unless --no-eigen_convolutions.
@@ -66,22 +71,29 @@ def random_vgg19(config, directory):
                                        config.loss.perceptual_layers)
 
 
-def xla_gflop(config, phase, batch, vgg_params, mesh):
-  """GFLOP of the whole-batch step program by XLA's cost analysis (lowered, not compiled)."""
-  import jax
-  from srrgan_jax.train import state as state_lib
-  from srrgan_jax.train import steps
-  optimizers = state_lib.make_optimizers(config, phase, 1000)
-  state = state_lib.abstract_state(config, phase, optimizers)
-  key = jax.ShapeDtypeStruct((2,), jax.numpy.uint32)
-  lowered = steps.jit_train_step(config, phase, 1000, mesh).lower(state, batch, key,
-                                                                   vgg_params)
-  cost = lowered.cost_analysis()
+def compiled_gflop(compiled):
+  """GFLOP of a compiled program by XLA's cost analysis (None if it has none)."""
+  cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return cost.get('flops', 0.0) / 1e9 if cost else None
 
 
-def bench(args, phase, batch_size, vgg_params, mesh):
+def matmul_gflops(dtype='float32', size=2048, repeats=5):
+  """GFLOP/s of a square matmul on the default device, best of `repeats`."""
+  import jax
+  import jax.numpy as jnp
+  a = jnp.ones((size, size), dtype)
+  matmul = jax.jit(lambda x, y: x @ y)
+  matmul(a, a).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * size**3 / best / 1e9
+
+
+def bench(args, phase, batch_size, vgg_params, mesh, peak_gflops):
   import jax
   import numpy as np
   from configs import default
@@ -98,18 +110,19 @@ def bench(args, phase, batch_size, vgg_params, mesh):
       'lr': rng.uniform(-1, 1, (batch_size, lr_size, lr_size, 3)).astype(np.float32),
       'hr': rng.uniform(-1, 1, (batch_size,) + (config.data.patch_size,) * 2 + (3,))
             .astype(np.float32)}, mesh)
-  gflop_xla = xla_gflop(config, phase, batch, vgg, mesh)
   state = state_lib.create_state(config, phase, 1000, mesh)
-  step = steps.compile_train_step(config, phase, 1000, mesh, vgg)
   key = parallel.put_replicated(state_lib.phase_key(config, phase), mesh)
   start = time.perf_counter()
-  state, metrics = step(state, batch, key)
+  step = steps.jit_train_step(config, phase, 1000, mesh).lower(state, batch, key,
+                                                                vgg).compile()
+  compile_s = time.perf_counter() - start
+  gflop_xla = compiled_gflop(step)
+  state, metrics = step(state, batch, key, vgg)
   jax.block_until_ready((state, metrics))
-  first = time.perf_counter() - start
   walls, cpus = [], []
   for _ in range(args.repeats):
     start, cpu_start = time.perf_counter(), time.process_time()
-    state, metrics = step(state, batch, key)
+    state, metrics = step(state, batch, key, vgg)
     jax.block_until_ready((state, metrics))
     walls.append(time.perf_counter() - start)
     cpus.append(time.process_time() - cpu_start)
@@ -122,10 +135,14 @@ def bench(args, phase, batch_size, vgg_params, mesh):
       'lr_patch': f'{lr_size}x{lr_size}',
       's_per_step': round(seconds, 3), 's_per_step_runs': [round(w, 3) for w in walls],
       'cpu_s_per_step': round(statistics.median(cpus), 3),
-      'compile_s': round(max(first - seconds, 0.0), 1),
-      'gflop_per_step': round(gflop, 1), 'gflops': round(gflop / seconds, 1),
-      'flops_source': 'reference analytical',
+      'compile_s': round(compile_s, 1),
       'xla_gflop_per_step': round(gflop_xla, 1) if gflop_xla else None,
+      'xla_gflops': round(gflop_xla / seconds, 1) if gflop_xla else None,
+      'matmul_peak_gflops': round(peak_gflops, 1),
+      'fraction_of_matmul_peak': (round(gflop_xla / seconds / peak_gflops, 3)
+                                  if gflop_xla else None),
+      'reference_gflop_per_step': round(gflop, 1),
+      'reference_equivalent_gflops': round(gflop / seconds, 1),
       'reference_s_per_step': reference,
       'speedup_vs_reference': round(reference / seconds, 2) if reference else None,
       'loss': round(float(metrics['loss']), 5),
@@ -144,11 +161,13 @@ def main():
   from srrgan_jax import parallel
 
   mesh = parallel.make_mesh(jax.local_devices()[:1])  # One device: a step's speed.
+  peak_gflops = matmul_gflops()
   with tempfile.TemporaryDirectory() as directory:
     vgg_params = random_vgg19(default.get_config(), directory) if 3 in args.phases else None
   for phase in args.phases:
     for batch_size in args.batch_sizes:
-      print(json.dumps(bench(args, phase, batch_size, vgg_params, mesh)), flush=True)
+      print(json.dumps(bench(args, phase, batch_size, vgg_params, mesh, peak_gflops)),
+            flush=True)
 
 
 if __name__ == '__main__':

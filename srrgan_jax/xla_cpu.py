@@ -9,6 +9,11 @@ training only: a forward pass alone (inference) runs 5-10% faster with YNNPACK.
 
 XLA reads its flags once, when JAX starts its CPU backend: call
 `use_eigen_convolutions()` before the first JAX computation of the process.
+
+Nothing here reaches GPUs or TPUs: the flag is an XLA:CPU option (the GPU and
+TPU compilers do not read it), and it is not even set when `JAX_PLATFORMS`
+names an accelerator first. The project sets no thread counts for XLA; the
+loader's OpenCV threads are its own (`data.num_threads`, one per worker).
 """
 
 import os
@@ -20,9 +25,13 @@ EIGEN_CONVOLUTIONS_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_co
 def use_eigen_convolutions() -> None:
   """Adds `EIGEN_CONVOLUTIONS_FLAG` to $XLA_FLAGS unless the YNN fusion types are set there.
 
-  A user's own `--xla_cpu_experimental_ynn_fusion_type=...` wins. Has no effect on
-  GPUs/TPUs, nor after JAX has started its CPU backend.
+  A user's own `--xla_cpu_experimental_ynn_fusion_type=...` wins. Does nothing
+  when `$JAX_PLATFORMS` puts an accelerator first (e.g. 'cuda' or 'tpu,cpu'),
+  and has no effect on GPUs/TPUs, nor after JAX has started its CPU backend.
   """
+  platforms = os.environ.get('JAX_PLATFORMS', '').strip()
+  if platforms and platforms.split(',')[0].strip().lower() != 'cpu':
+    return
   flags = os.environ.get('XLA_FLAGS', '')
   if 'xla_cpu_experimental_ynn_fusion_type' in flags:
     return

@@ -42,6 +42,15 @@ def test_default_matches_reference_numbers():
   assert (c.inference.tile, c.inference.overlap) == (128, 32)
 
 
+def test_gpu_recipe_is_the_reference_in_bfloat16_with_a_host_sized_loader(monkeypatch):
+  monkeypatch.setattr('os.cpu_count', lambda: 16)
+  gpu = importlib.import_module('configs.gpu').get_config().to_dict()
+  default = importlib.import_module('configs.default').get_config().to_dict()
+  changed = {k: v for k, v in fields.flatten(gpu).items() if fields.flatten(default)[k] != v}
+  assert changed == {'model.compute_dtype': 'bfloat16', 'data.num_workers': 14,
+                     'data.patches_per_image': 4}
+
+
 def test_command_line_override():
   repo = CONFIG_DIR.parent
   cmd = [sys.executable, str(repo / 'train.py'), f'--config={CONFIG_DIR / "tiny.py"}',

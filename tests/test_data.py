@@ -3,6 +3,7 @@
 import logging
 
 import grain
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -10,6 +11,8 @@ from configs import tiny
 from srrgan_jax import augment
 from srrgan_jax import data
 from srrgan_jax import image_io
+from srrgan_jax import training_degradation
+from srrgan_jax.train import steps
 from test_degradation import photo_like
 
 
@@ -119,6 +122,26 @@ def test_training_sample_reproducible_from_seed_and_index():
   assert {'top', 'rot90', 'hue', 'blur', 'resize', 'noise', 'jpeg_quality'} <= set(params)
 
 
+def test_batches_hold_the_samples_with_the_hr_rounded_to_8_bits(tmp_path):
+  """The one change of rounding: the HR target crosses as uint8, within 0.5/255."""
+  image_io.write_image(tmp_path / 'only.png', photo_like(48, 56))
+  c = tiny_config(batch_size=4)
+  it = data.make_train_iterator(c, train_dir=tmp_path)
+  batch = next(it)
+  it.close()
+  pixels = data.decode_pixels(str(tmp_path / 'only.png'))
+  worst = 0.0
+  for index in range(4):
+    hr, lr = data.training_sample(
+        pixels, index, seed=c.seed, patch_size=32, scale=2, augment_cfg=c.augment,
+        degradation_cfg=training_degradation.plain_config(c.degradation))
+    np.testing.assert_allclose(batch['lr'][index], 2 * lr - 1, atol=1e-6)
+    np.testing.assert_array_equal(batch['hr'][index], np.rint(hr * 255))
+    on_device = np.asarray(steps.hr_to_model_range(jnp.asarray(batch['hr'][index])))
+    worst = max(worst, np.abs((on_device + 1) / 2 - hr).max())
+  assert 0.4 / 255 < worst <= 0.5 / 255 + 1e-6
+
+
 def test_scan_reports_and_skips_bad_files(photo_folder, caplog):
   caplog.set_level(logging.INFO)
   scan = data.scan_training_images(str(photo_folder), 32)
@@ -145,8 +168,8 @@ def test_train_iterator_batches_and_resumes_exactly(photo_folder):
   after = [next(it) for _ in range(3)]
   for batch in batches:
     assert batch['hr'].shape == (4, 32, 32, 3) and batch['lr'].shape == (4, 16, 16, 3)
-    assert batch['hr'].dtype == np.float32 and batch['lr'].dtype == np.float32
-    assert batch['hr'].min() >= -1 and batch['hr'].max() <= 1 and batch['lr'].min() >= -1
+    assert batch['hr'].dtype == np.uint8 and batch['lr'].dtype == np.float32
+    assert batch['lr'].min() >= -1 and batch['lr'].max() <= 1
   assert not np.array_equal(batches[0]['hr'], batches[1]['hr'])
   resumed = data.make_train_iterator(c, train_dir=photo_folder)
   resumed.set_state(state)
@@ -184,7 +207,7 @@ def test_file_that_fails_to_decode_in_training_is_reported_and_replaced(tmp_path
   assert len(data.scan_training_images(str(folder), 32).paths) == 2  # Header check passes.
   it = data.make_train_iterator(c, train_dir=folder)
   for _ in range(2):
-    assert np.isfinite(next(it)['hr']).all()
+    assert np.isfinite(next(it)['lr']).all()
   assert 'cut.png' in caplog.text
 
 

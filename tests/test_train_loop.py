@@ -56,7 +56,8 @@ def test_run_writes_checkpoints_logs_samples_and_plots(full_run, tiny_config):
   header = train3[0].split(',')
   for column in ('pixel', 'perceptual', 'adversarial', 'pixel_weighted',
                  'perceptual_weighted', 'adversarial_weighted', 'd_loss', 'psnr', 'ssim',
-                 'learning_rate', 'd_learning_rate', 'loss'):
+                 'learning_rate', 'd_learning_rate', 'loss', 'input_wait_ms',
+                 'input_wait_fraction'):
     assert column in header, column
   assert [int(r.split(',')[0]) for r in train3[1:]] == [1, 2, 3, 4, 5, 6]
   val1 = (workdir / 'logs/phase1/val.csv').read_text().splitlines()
@@ -148,7 +149,7 @@ def test_nan_loss_stops_naming_the_step_and_last_checkpoint(tiny_config, tmp_pat
   real_iterator = data.make_train_iterator
 
   class PoisonedIterator:
-    """Passes batches through, but the third one is NaN."""
+    """Passes batches through, but the third one's input is NaN."""
 
     def __init__(self, inner):
       self.inner, self.count = inner, 0
@@ -157,11 +158,11 @@ def test_nan_loss_stops_naming_the_step_and_last_checkpoint(tiny_config, tmp_pat
       batch = next(self.inner)
       self.count += 1
       if self.count == 3:
-        batch = dict(batch, hr=np.full_like(batch['hr'], np.nan))
+        batch = dict(batch, lr=np.full_like(batch['lr'], np.nan))
       return batch
 
-    def get_state(self):  # Grain's checkpoint handler takes bytes from non-Grain iterators.
-      return json.dumps(self.inner.get_state()).encode()
+    def get_state(self):
+      return self.inner.get_state()
 
     def close(self):
       self.inner.close()

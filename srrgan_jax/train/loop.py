@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pathlib
 import time
 from typing import Any, Callable, Optional
@@ -30,6 +31,7 @@ from srrgan_jax import metrics
 from srrgan_jax import models
 from srrgan_jax import parallel
 from srrgan_jax import run_dir
+from srrgan_jax.train import device_prefetch
 from srrgan_jax.train import monitor as monitor_lib
 from srrgan_jax.train import optim
 from srrgan_jax.train import state as state_lib
@@ -204,9 +206,10 @@ class PhaseRun:
       if saved.finished(self.epochs):
         return self._already_finished(saved)
     try:
-      self.iterator = data.make_train_iterator(
-          self.config, process_index=jax.process_index(),
-          process_count=jax.process_count())
+      self.iterator = device_prefetch.DevicePrefetcher(
+          data.make_train_iterator(self.config, process_index=jax.process_index(),
+                                   process_count=jax.process_count()),
+          lambda host_batch: parallel.global_batch(host_batch, self.mesh))
       if saved is None:
         self.state, self.loop = self._start()
       else:
@@ -291,18 +294,24 @@ class PhaseRun:
     # donated to every step.
     key = parallel.put_replicated(parallel.to_host(self.state.rng), self.mesh)
     step = first_step = self.loop.step
-    step_metrics = monitor_lib.StepMetrics(self.monitor, self.progress,
-                                           config.log_every_steps)
+    started = time.perf_counter()
+    self.iterator.prefetch()  # The loader's start-up is not input waiting.
+    log.info('phase %d: first batch loaded in %.1f s', phase, time.perf_counter() - started)
+    step_metrics = monitor_lib.StepMetrics(
+        self.monitor, self.progress, config.log_every_steps,
+        input_wait=lambda: self.iterator.wait_seconds, input_advice=_input_advice(config))
     save_every = max(0, int(config.checkpoint.save_latest_every_steps))
     try:
       while step < self.total_steps and not self.loop.stopped_early:
-        batch = parallel.global_batch(next(self.iterator), self.mesh)
+        batch = next(self.iterator)
         started = time.perf_counter()
         self.state, device_metrics = train_step(self.state, batch, key)
         if step == first_step:
           jax.block_until_ready(device_metrics)
           log.info('phase %d: first step (compile + run) took %.1f s', phase,
                    time.perf_counter() - started)
+        # The next batch loads and moves to the devices while this step runs.
+        self.iterator.prefetch()
         step += 1
         self.progress.update(1)
         step_metrics.push(step, device_metrics)
@@ -374,6 +383,14 @@ class PhaseRun:
     _print(f'Phase {self.phase}: done at step {step} ({reason}); hands on step '
            f'{step_dir.name} (val PSNR {handed["psnr"]:.3f} dB).')
     return PhaseResult(self.phase, params, handed, step_dir)
+
+
+def _input_advice(config) -> str:
+  """What gives the training loader more throughput, with this run's values."""
+  return (f'Give it more: raise data.num_workers (now {config.data.num_workers}; this '
+          f'host has {os.cpu_count()} CPUs), cut more patches per decoded image with '
+          f'data.patches_per_image (now {config.data.patches_per_image}), or train on '
+          'prepared sub-images (srrgan-prepare-data) so each decode is small.')
 
 
 def _epoch_line(phase, epoch, val, plateau) -> str:

@@ -14,7 +14,7 @@ import logging
 import math
 import pathlib
 import time
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
@@ -159,19 +159,33 @@ class NonFiniteLoss(FloatingPointError):
     self.step, self.values = step, dict(values)
 
 
+# A logging window in which the host spent at least this fraction of the wall
+# time getting batches is input-bound: the accelerator idled for lack of data.
+INPUT_BOUND_FRACTION = 0.2
+
+
 class StepMetrics:
   """A phase's step metrics, logged as means over every `log_every` steps.
 
   Each step's metrics are read one step late, so the host never waits on the
-  device; a NaN or infinite loss raises `NonFiniteLoss`.
+  device; a NaN or infinite loss raises `NonFiniteLoss`. `input_wait()` is the
+  host's running total of seconds spent getting batches: per window its share
+  of the wall time is logged as `input_wait_fraction` (and the milliseconds per
+  step as `input_wait_ms`) and shown in the progress bar; the first window at or
+  above `INPUT_BOUND_FRACTION` logs a warning ending with `input_advice`.
   """
 
-  def __init__(self, monitor: PhaseMonitor, progress, log_every: int):
+  def __init__(self, monitor: PhaseMonitor, progress, log_every: int, *,
+               input_wait: Optional[Callable[[], float]] = None,
+               input_advice: str = ''):
     self.monitor, self.progress = monitor, progress
     self.log_every = max(1, int(log_every))
+    self.input_wait, self.input_advice = input_wait, input_advice
     self.pending = None
     self.window: list[dict] = []
     self.window_start = time.perf_counter()
+    self.window_wait_start = input_wait() if input_wait else 0.0
+    self.warned_input_bound = False
 
   def push(self, step: int, device_metrics) -> None:
     """Queues this step's metrics and handles the previous step's."""
@@ -194,12 +208,29 @@ class StepMetrics:
     self.window.append(values)
     if step % self.log_every == 0:
       now = time.perf_counter()
+      elapsed = max(now - self.window_start, 1e-9)
       means = {k: float(np.mean([w[k] for w in self.window])) for k in values}
-      means['steps_per_second'] = len(self.window) / max(now - self.window_start, 1e-9)
-      self.monitor.train(step, means)
+      means['steps_per_second'] = len(self.window) / elapsed
       shown = {k: f'{means[k]:.4g}' for k in ('loss', 'pixel', 'd_loss', 'psnr') if k in means}
+      if self.input_wait is not None:
+        total_wait = self.input_wait()
+        waited, self.window_wait_start = total_wait - self.window_wait_start, total_wait
+        means['input_wait_ms'] = 1e3 * waited / len(self.window)
+        means['input_wait_fraction'] = min(1.0, waited / elapsed)
+        shown['input'] = f'{means["input_wait_fraction"]:.0%}'
+        self._check_input_bound(step, means['input_wait_fraction'])
+      self.monitor.train(step, means)
       self.progress.set_postfix(shown, refresh=False)
       self.window, self.window_start = [], now
+
+  def _check_input_bound(self, step: int, fraction: float) -> None:
+    if fraction < INPUT_BOUND_FRACTION or self.warned_input_bound:
+      return
+    self.warned_input_bound = True
+    log.warning(
+        'phase %d is input-bound: in the steps up to %d the host spent %.0f%% of the '
+        'time waiting for training batches while the accelerator idled. %s',
+        self.monitor.phase, step, 100 * fraction, self.input_advice)
 
 
 def sample_grid(lr_BHWC, sr_BHWC, hr_BHWC, gap: int = 4) -> np.ndarray:
@@ -241,7 +272,7 @@ def plot_phase(workdir, phase: int) -> Optional[pathlib.Path]:
   if not train:
     return None
   loss_keys = [k for k in train if k not in ('step', 'psnr', 'ssim', 'steps_per_second')
-               and 'learning_rate' not in k and not k.startswith('d_')]
+               and 'learning_rate' not in k and not k.startswith(('d_', 'input_'))]
   panels = ['generator', 'validation', 'psnr', 'learning_rate']
   if 'd_loss' in train:
     panels.insert(1, 'discriminator')

@@ -1,7 +1,8 @@
 """Pure training and evaluation steps of the three phases.
 
 Every train step is `(state, batch, key) -> (state, metrics)`: `batch` holds
-'lr' and 'hr' in [-1, 1], `key` is the phase's root key and the step's own key is
+'lr' in [-1, 1] and 'hr' in [-1, 1] or as the loader's uint8 (mapped to [-1, 1]
+on the devices), `key` is the phase's root key and the step's own key is
 `fold_in(key, state.step)`. `compile_train_step` jits a step for a mesh with the
 state donated, the batch split over 'data' and parameters replicated; frozen
 networks (VGG19) are passed as an argument, not baked into the program.
@@ -160,16 +161,32 @@ def adversarial_step(state: TrainState, batch: Batch, key, vgg_params=None, *,
   return new_state, out
 
 
+def hr_to_model_range(hr):
+  """An HR batch as uint8 0..255 (the training loader's) or float -> float32 in [-1, 1]."""
+  if hr.dtype == jnp.uint8:
+    return models.from_unit(hr.astype(jnp.float32) * (1 / 255))
+  return hr
+
+
+def _with_float_hr(step: Callable) -> Callable:
+  def run(state, batch, key, vgg_params=None):
+    return step(state, {**batch, 'hr': hr_to_model_range(batch['hr'])}, key, vgg_params)
+  return run
+
+
 def train_step_fn(config: ml_collections.ConfigDict, phase: int,
                   optimizers: PhaseOptimizers) -> Callable:
   """The un-jitted step `(state, batch, key, vgg_params) -> (state, metrics)`."""
   if phase == 1:
-    return functools.partial(pixel_step, config=config, optimizers=optimizers)
+    return _with_float_hr(functools.partial(pixel_step, config=config,
+                                            optimizers=optimizers))
   if phase == 2:
-    return functools.partial(pixel_step, config=config, optimizers=optimizers,
-                             perceptual_weight=config.loss.phase2_perceptual_weight)
+    return _with_float_hr(functools.partial(
+        pixel_step, config=config, optimizers=optimizers,
+        perceptual_weight=config.loss.phase2_perceptual_weight))
   if phase == 3:
-    return functools.partial(adversarial_step, config=config, optimizers=optimizers)
+    return _with_float_hr(functools.partial(adversarial_step, config=config,
+                                            optimizers=optimizers))
   raise ValueError(f'phase {phase} does not exist; config.phases takes 1, 2 and 3.')
 
 
