@@ -124,9 +124,9 @@ def decode_pixels(path: str) -> np.ndarray:
 
   Training cuts patches from this and converts only them to float, which is
   ~35% faster than `image_io.read_rgb` on DIV2K frames. Gray is replicated,
-  alpha dropped and EXIF rotation ignored, as in `image_io`.
+  alpha dropped and the EXIF orientation applied, as in `image_io`.
   """
-  flags_ = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
+  flags_ = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
   return cv2.cvtColor(image_io.decode_raw(path, flags_), cv2.COLOR_BGR2RGB)
 
 
