@@ -52,7 +52,8 @@ def test_prepare_command_bad_input_is_one_line(tmp_path):
                                       str(tmp_path / 'out')],
                            capture_output=True, text=True, cwd=REPO, check=False)
   assert missing.returncode == 1
-  assert missing.stderr.strip() == (f'error: {tmp_path / "nowhere"}: image folder does not '
+  assert missing.stderr.strip() == (f'srrgan-prepare-data: error: {tmp_path / "nowhere"}: '
+                                    'image folder does not '
                                     'exist; check the path.')
   bad_step = subprocess.run(command + ['--input', str(tmp_path), '--output', str(tmp_path),
                                        '--step', '0'],

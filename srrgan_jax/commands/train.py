@@ -1,15 +1,14 @@
 """`python train.py`: the three SRRGAN training phases as one command."""
 
 import pathlib
-import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 import configs
+from srrgan_jax import config_check
 from srrgan_jax import commands
-from srrgan_jax import errors
 from srrgan_jax import xla_cpu
 
 _QUICKSTART = str(pathlib.Path(configs.__file__).parent / 'quickstart.py')
@@ -33,12 +32,10 @@ def main(argv):
   # Before JAX's first computation: faster training convolutions on XLA:CPU.
   xla_cpu.use_eigen_convolutions()
   from srrgan_jax.train import loop  # Imported late so --help stays fast.
-  try:
-    loop.run(_CONFIG.value, _WORKDIR.value)
-  except errors.UserError as e:
-    sys.exit(f'train: error: {e}')
+  config_check.check_config(_CONFIG.value)
+  loop.run(_CONFIG.value, _WORKDIR.value)
 
 
 def run():
   """Entry point of train.py and the srrgan-train console script."""
-  commands.run_app(main, __name__)
+  commands.run_app(main, __name__, 'train')

@@ -15,7 +15,6 @@ the cache ($SRRGAN_CACHE_DIR, default ~/.cache/srrgan_jax) unless --dir is given
 """
 
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +24,6 @@ from absl import logging
 
 from srrgan_jax import cache
 from srrgan_jax import commands
-from srrgan_jax import errors
 from srrgan_jax.weights import converters
 from srrgan_jax.weights import fetching
 from srrgan_jax.weights import layout
@@ -163,18 +161,16 @@ def main(argv) -> int:
                          exitcode=2)
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.INFO)  # Downloads and written files are news here.
-  try:
-    if command == 'where':
-      return _print_where()
-    if command == 'fetch':
-      return _fetch()
-    if command == 'convert':
-      return _convert()
-    return _verify_files(arguments)
-  except (errors.UserError, OSError) as error:  # OSError: unreadable files, no network.
-    sys.exit(f'error: {error}')
+  if command == 'where':
+    return _print_where()
+  if command == 'fetch':
+    return _fetch()
+  if command == 'convert':
+    return _convert()
+  return _verify_files(arguments)
 
 
 def run():
   """Entry point of the srrgan-weights console script and `python -m srrgan_jax.weights`."""
-  commands.run_app(main, __name__)
+  # OSError: unreadable files, no network.
+  commands.run_app(main, __name__, 'srrgan-weights', user_errors=(OSError,))
