@@ -27,15 +27,34 @@ _name = ['srrgan']  # The running command's name, the prefix of its error lines.
 
 def _unknown_override(argv) -> str:
   """The one-line message for the first `--config.FIELD` that the config lacks, or ''."""
+  from configs import default  # pylint: disable=import-outside-toplevel
   from configs import fields  # pylint: disable=import-outside-toplevel
   from srrgan_jax import config_check  # pylint: disable=import-outside-toplevel
+  # The loaded config when parsing got that far, else the reference recipe.
   config = flags.FLAGS['config'].value if 'config' in flags.FLAGS else None
-  known = set(fields.flatten(config.to_dict())) if config is not None else set()
+  known = set(fields.flatten((config or default.get_config()).to_dict()))
   for arg in argv[1:]:
     match = _OVERRIDE.match(arg)
     if match and match.group(1) not in known:
       return config_check.unknown_field_message(match.group(1))
   return ''
+
+
+def define_config_flag(default_file: str, help_text: str, command: str):
+  """The `--config` flag (locked ml-collections file, `--config.field=value` overrides).
+
+  ml-collections applies the overrides to the default file while the flag is
+  defined, i.e. on import; an unknown field there ends `command` with one line.
+  """
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  try:
+    return config_flags.DEFINE_config_file('config', default_file, help_text,
+                                           lock_config=True)
+  except (AttributeError, KeyError):
+    message = _unknown_override(sys.argv)
+    if not message:
+      raise
+    sys.exit(f'{command}: error: {message}')
 
 
 def _check_config_file() -> None:
@@ -72,11 +91,17 @@ def parse_flags(argv):
 
 
 def user_errors_as_one_line(main, user_errors: tuple[type[Exception], ...] = ()):
-  """`main`, with a UserError (or one of `user_errors`) printed as one line, exit status 1."""
+  """`main`, with a UserError (or one of `user_errors`) printed as one line, exit status 1.
+
+  A usage error (wrong arguments) is one line too, with its own exit status.
+  """
 
   def guarded(argv):
     try:
       return main(argv)
+    except app.UsageError as error:  # absl would print the whole --help text.
+      print(f'{_name[0]}: error: {error} (see --help).', file=sys.stderr)
+      sys.exit(error.exitcode)
     except (errors.UserError, *user_errors) as error:
       if _VERBOSE.value:
         traceback.print_exc()

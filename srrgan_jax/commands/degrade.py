@@ -17,17 +17,15 @@ import pathlib
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 import configs
 from srrgan_jax import commands
 
 _DEFAULT_CONFIG = str(pathlib.Path(configs.__file__).parent / 'default.py')
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', _DEFAULT_CONFIG, 'Configuration file (ml-collections) whose scale and '
-    'degradation are previewed; override fields with --config.field=value.',
-    lock_config=True)
+_CONFIG = commands.define_config_flag(
+    _DEFAULT_CONFIG, 'Configuration file (ml-collections) whose scale and degradation '
+    'are previewed; override fields with --config.field=value.', 'srrgan-degrade')
 _INPUT = flags.DEFINE_string('input', None, 'HR image file.', short_name='i')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder.', short_name='o')
 _MODELS = flags.DEFINE_list(

@@ -36,7 +36,7 @@ def main(argv) -> int:
       _INPUT.value, _OUTPUT.value, crop=_CROP.value, step=_STEP.value,
       workers=_WORKERS.value, compression=_COMPRESSION.value)
   for message in failures:
-    print(f'error: {message}', file=sys.stderr)
+    print(f'srrgan-prepare-data: error: {message}', file=sys.stderr)
   print(f'{done} images -> {written} sub-images of at most {_CROP.value}x{_CROP.value} '
         f'in {_OUTPUT.value}; {len(failures)} failed.')
   return 1 if failures else 0

@@ -4,7 +4,6 @@ import pathlib
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 import configs
 from srrgan_jax import config_check
@@ -13,9 +12,9 @@ from srrgan_jax import xla_cpu
 
 _QUICKSTART = str(pathlib.Path(configs.__file__).parent / 'quickstart.py')
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', _QUICKSTART, 'Training configuration file (ml-collections); '
-    'override fields with --config.field=value.', lock_config=True)
+_CONFIG = commands.define_config_flag(
+    _QUICKSTART, 'Training configuration file (ml-collections); override fields with '
+    '--config.field=value.', 'train')
 _WORKDIR = flags.DEFINE_string(
     'workdir', 'runs/quickstart', 'Run directory: checkpoints, logs, samples, plots. '
     'Running again with the same workdir resumes.')

