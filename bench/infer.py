@@ -86,12 +86,12 @@ def main():
       shape = (batch_size, args.tile, args.tile, 3)
     else:
       tiles, calls = 1, 1
-      padded = size + -size % upscaler.forward.size_multiple
+      padded = size + -size % upscaler.generator.size_multiple
       shape = (1, padded, padded, 3)
     start = time.perf_counter()
-    upscaler.forward.compiled(shape)
+    upscaler.generator.compiled(upscaler.params, shape)
     compile_seconds = time.perf_counter() - start
-    gflop = upscaler.forward.flops(shape) * calls / 1e9
+    gflop = upscaler.generator.flops(upscaler.params, shape) * calls / 1e9
     if mode == 'tiled':
       upscaler.upscale(lr[:args.tile, :args.tile])  # Warm-up: first-call allocations.
     runs = []

@@ -9,7 +9,6 @@ returns what it drew (for tests and logging).
 
 from __future__ import annotations
 
-from typing import Any
 
 import cv2
 import numpy as np

@@ -40,7 +40,6 @@ import numpy as np
 import PIL.Image
 
 from srrgan_jax import augment
-from srrgan_jax import degradation
 from srrgan_jax import errors
 from srrgan_jax import image_io
 from srrgan_jax import sample_photos

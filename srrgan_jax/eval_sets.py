@@ -22,6 +22,7 @@ from srrgan_jax import augment
 from srrgan_jax import degradation
 from srrgan_jax import errors
 from srrgan_jax import image_io
+from srrgan_jax import models
 
 
 class EvalCropError(ValueError, errors.UserError):
@@ -50,7 +51,7 @@ def eval_pair(path, config, crop: Optional[int]) -> tuple[np.ndarray, np.ndarray
     hr = hr[:hr.shape[0] - hr.shape[0] % scale, :hr.shape[1] - hr.shape[1] % scale]
   lr = degradation.degrade_deterministic(hr, eval_image_seed(path.name, config.degradation),
                                          config.degradation, scale)
-  return hr * np.float32(2) - np.float32(1), lr * np.float32(2) - np.float32(1)
+  return models.from_unit(hr), models.from_unit(lr)
 
 
 def eval_paths(folder, max_images: int = 0) -> list[Path]:
@@ -71,7 +72,7 @@ def eval_crop_size(config, crop: int = 0) -> int:
     crop, source = int(config.data.val_crop_size), 'data.val_crop_size'
   else:
     crop, source = int(config.data.patch_size), 'data.patch_size'
-  size_multiple = 2 ** len(config.model.encoder_channels)  # One per stride-2 stage.
+  size_multiple = models.build_generator(config).size_multiple
   multiple = config.scale * size_multiple
   if crop % multiple:
     raise EvalCropError(

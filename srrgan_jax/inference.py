@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import cv2
-from flax import traverse_util
 import jax
 import ml_collections
 import numpy as np
@@ -24,8 +23,9 @@ import tqdm
 from srrgan_jax import errors
 from srrgan_jax import eval_sets
 from srrgan_jax import image_io
+from srrgan_jax import models
+from srrgan_jax import run_dir
 from srrgan_jax import tiling
-from srrgan_jax.models import build_generator
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 
@@ -37,78 +37,12 @@ class InferenceError(errors.UserError, ValueError):
 def load_model(*, workdir: str = '', checkpoint: str = '', use_ema: bool = True
                ) -> tuple[ml_collections.ConfigDict, dict]:
   """(config, generator params) of a run directory's selected model or a checkpoint."""
-  from srrgan_jax import checkpoints  # Orbax loads only when a model is needed.
   if bool(workdir) == bool(checkpoint):
     raise InferenceError('Pass exactly one of --workdir RUN_DIR (the run\'s selected '
                          'model) or --checkpoint PATH.')
-  return checkpoints.load_generator(workdir or checkpoint, use_ema=use_ema)
-
-
-def check_params_fit(config: ml_collections.ConfigDict, params, where: str = 'checkpoint'
-                     ) -> None:
-  """Raises InferenceError if `params` are not the generator that `config` describes."""
-  model = build_generator(config)
-  lr = jax.ShapeDtypeStruct((1, model.size_multiple, model.size_multiple, 3), np.float32)
-  expected = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), lr)['params']
-  expected = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(expected, sep='/').items()}
-  found = {k: tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(params, sep='/').items()}
-  if expected == found:
-    return
-  wrong = sorted(n for n in set(expected) | set(found) if expected.get(n) != found.get(n))
-  details = ', '.join(f'{n}: checkpoint {found.get(n)} vs model {expected.get(n)}'
-                      for n in wrong[:3])
-  raise InferenceError(
-      f'{where}: its generator weights do not fit the architecture in its config '
-      f'(model {dict(config.model)}, scale {config.scale}); {len(wrong)} parameters '
-      f'differ, e.g. {details}. Use the checkpoint together with the run directory '
-      'it was trained in.')
-
-
-class GeneratorForward:
-  """forward(lr_BHWC in [-1, 1]) -> HR in [-1, 1], compiled ahead of time per input shape.
-
-  The parameters are an argument of the compiled program, not constants baked
-  into it, so compiling stays fast for the full-size model. Tiled inference
-  uses a single shape; whole-image inference keeps the last few.
-  """
-
-  _MAX_COMPILED = 4
-
-  def __init__(self, config: ml_collections.ConfigDict, params, *,
-               compute_dtype: Optional[str] = None):
-    if compute_dtype:
-      if compute_dtype not in COMPUTE_DTYPES:
-        raise InferenceError(f'compute_dtype={compute_dtype!r}: use one of {COMPUTE_DTYPES}.')
-      config = ml_collections.ConfigDict(config.to_dict())
-      config.model.compute_dtype = compute_dtype
-    model = build_generator(config)
-    self.size_multiple = model.size_multiple
-    self.params = jax.device_put(params)
-    self._apply = jax.jit(lambda p, lr: model.apply({'params': p}, lr, train=False))
-    self._compiled = {}
-
-  def lower(self, shape: Sequence[int]):
-    """The program for float32 inputs of `shape`, lowered but not compiled."""
-    return self._apply.lower(self.params, jax.ShapeDtypeStruct(tuple(shape), np.float32))
-
-  def compiled(self, shape: Sequence[int]):
-    """The executable for float32 inputs of `shape` (compiled on first use)."""
-    shape = tuple(shape)
-    if shape not in self._compiled:
-      if len(self._compiled) >= self._MAX_COMPILED:
-        self._compiled.pop(next(iter(self._compiled)))
-      self._compiled[shape] = self.lower(shape).compile()
-    return self._compiled[shape]
-
-  def flops(self, shape: Sequence[int]) -> float:
-    """FLOPs of one call on `shape`, from XLA's cost analysis of the compiled program."""
-    analysis = self.compiled(shape).cost_analysis()
-    if isinstance(analysis, (list, tuple)):  # Older jax: one dict per device.
-      analysis = analysis[0]
-    return float(analysis['flops'])
-
-  def __call__(self, lr_BHWC):
-    return self.compiled(np.shape(lr_BHWC))(self.params, lr_BHWC)
+  return run_dir.load_generator(
+      workdir or checkpoint, use_ema=use_ema,
+      remedy='Use the checkpoint together with the run directory it was trained in.')
 
 
 class Upscaler:
@@ -117,12 +51,15 @@ class Upscaler:
   tile=0 runs the whole image in one forward call (recompiles per image size and
   needs memory for the whole image: for benchmarks and small images). Tiling
   settings default to `config.inference`, the batch size to 1 on a CPU.
+  `forward` replaces the JAX generator (e.g. `onnx_inference.OnnxForward`;
+  `params` are then unused): a callable with GeneratorForward's call signature
+  and `size_multiple`.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, params, *,
                tile: Optional[int] = None, overlap: Optional[int] = None,
                batch_size: Optional[int] = None, margin: Optional[int] = None,
-               compute_dtype: Optional[str] = None):
+               compute_dtype: Optional[str] = None, forward=None):
     inference = config.inference
     self.config = config
     self.scale = int(config.scale)
@@ -134,8 +71,16 @@ class Upscaler:
       batch_size = 1 if jax.default_backend() == 'cpu' else inference.batch_size
     self.batch_size = int(batch_size)
     self.margin = margin
-    self.forward = GeneratorForward(config, params, compute_dtype=compute_dtype)
-    multiple = self.forward.size_multiple
+    if compute_dtype and compute_dtype not in COMPUTE_DTYPES:
+      raise InferenceError(f'compute_dtype={compute_dtype!r}: use one of {COMPUTE_DTYPES}.')
+    if forward is None:
+      self.generator = models.GeneratorForward(config, compute_dtype=compute_dtype)
+      self.params = jax.device_put(params)
+      forward, self.size_multiple = self.generator.bind(self.params), self.generator.size_multiple
+    else:
+      self.size_multiple = forward.size_multiple
+    self.forward = forward  # lr_BHWC -> HR, both in [-1, 1].
+    multiple = self.size_multiple
     if self.tile < 0 or self.tile % multiple:
       raise InferenceError(
           f'--tile {self.tile}: the generator needs tiles that are a multiple of '
@@ -152,19 +97,17 @@ class Upscaler:
   def upscale(self, rgb: np.ndarray, progress: Optional[Callable[[int], None]] = None
               ) -> np.ndarray:
     """(H, W, 3) [0, 1] -> (H*scale, W*scale, 3) float32 in [0, 1]."""
-    lr = np.asarray(rgb, np.float32) * np.float32(2) - np.float32(1)
+    lr = models.from_unit(np.asarray(rgb, np.float32))
     if self.tile:
       hr = tiling.upscale_tiled(self.forward, lr, scale=self.scale, tile=self.tile,
                                 overlap=self.overlap, batch_size=self.batch_size,
                                 margin=self.margin, progress=progress)
     else:
       hr = tiling.upscale_whole(self.forward, lr, scale=self.scale,
-                                multiple=self.forward.size_multiple)
+                                multiple=self.size_multiple)
       if progress is not None:
         progress(1)
-    hr += 1.0  # In place: the canvas can be the largest array of the run.
-    hr *= 0.5
-    return np.clip(hr, 0.0, 1.0, out=hr)
+    return models.to_unit(hr, in_place=True)
 
 
 def resize_to(pixels: np.ndarray, height: int, width: int, *, smooth: bool = False
@@ -347,24 +290,33 @@ def run(input_path, output_path, *, workdir: str = '', checkpoint: str = '',
         use_ema: bool = True, tile: Optional[int] = None, overlap: Optional[int] = None,
         batch_size: Optional[int] = None, outscale: Optional[float] = None,
         degrade: bool = False, suffix: str = '', ext: str = 'auto', overwrite: bool = False,
-        compute_dtype: Optional[str] = None, show_progress: bool = True) -> Summary:
-  """Upscales a file or folder with a run's selected model or a checkpoint.
+        compute_dtype: Optional[str] = None, show_progress: bool = True,
+        onnx: str = '') -> Summary:
+  """Upscales a file or folder with a run's selected model, a checkpoint or an ONNX file.
 
   Everything that can be checked (paths, options, the model) is checked before
   the first image is processed.
   """
   if outscale is not None and not outscale > 0:
     raise InferenceError(f'--outscale {outscale}: must be a positive factor.')
+  if onnx and (workdir or checkpoint or degrade or compute_dtype):
+    raise InferenceError(f'--onnx {onnx}: runs the exported file alone; drop --workdir, '
+                         '--checkpoint, --degrade (needs the run\'s config) and '
+                         '--compute_dtype (the file has its own precision).')
   jobs = plan_jobs(input_path, output_path, suffix=suffix, ext=ext)
   check_writable(jobs)
   existing = [] if overwrite else [job.target for job in jobs if job.target.exists()]
   todo = [job for job in jobs if job.target not in existing]
   summary = Summary()
   if todo:
-    config, params = load_model(workdir=workdir, checkpoint=checkpoint, use_ema=use_ema)
-    check_params_fit(config, params, where=workdir or checkpoint)
-    upscaler = Upscaler(config, params, tile=tile, overlap=overlap, batch_size=batch_size,
-                        compute_dtype=compute_dtype)
+    if onnx:
+      from srrgan_jax import onnx_inference  # onnxruntime loads only when asked for.
+      upscaler = onnx_inference.upscaler(onnx, tile=tile, overlap=overlap,
+                                         batch_size=batch_size)
+    else:
+      config, params = load_model(workdir=workdir, checkpoint=checkpoint, use_ema=use_ema)
+      upscaler = Upscaler(config, params, tile=tile, overlap=overlap,
+                          batch_size=batch_size, compute_dtype=compute_dtype)
     summary = upscale_files(upscaler, todo, outscale=outscale, overwrite=overwrite,
                             degrade=degrade, show_progress=show_progress)
   summary.existing[:0] = existing

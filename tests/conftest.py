@@ -23,8 +23,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position  (after the setup above)
 import pytest
 
+import tiny_run as tiny_run_lib
 import tolerance_log
 from srrgan_jax import cache
+from srrgan_jax.train import loop
 from srrgan_jax.weights import layout
 from srrgan_jax.weights import lookup
 
@@ -42,3 +44,17 @@ def isolated_dirs(tmp_path, monkeypatch):
   monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path / 'cache'))
   monkeypatch.setattr(layout, 'NPZ_COMPRESS_LEVEL', 0)
   return tmp_path
+
+
+@pytest.fixture(scope='session')
+def tiny_run_config(tmp_path_factory):
+  """The config of the shared tiny run (see tiny_run.py); copy it before changing it."""
+  return tiny_run_lib.make_config(tmp_path_factory.mktemp('tiny_run_data'))
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tiny_run_config, tmp_path_factory):
+  """(workdir, summary) of the shared tiny three-phase run; tests must not change it."""
+  workdir = tmp_path_factory.mktemp('tiny_run')
+  summary = loop.run(tiny_run_config.copy_and_resolve_references(), workdir)
+  return workdir, summary

@@ -16,15 +16,15 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from srrgan_jax import checkpoints  # pylint: disable=g-import-not-at-top
-from srrgan_jax import evaluation
+from srrgan_jax import evaluation  # pylint: disable=g-import-not-at-top
+from srrgan_jax import run_dir
 from srrgan_jax import xla_cpu
 from srrgan_jax.train import loop
 
 
 def main(config_json, workdir, coordinator, process_id, stop_phase, stop_step):
   xla_cpu.use_eigen_convolutions()  # Same convolutions as train.py: same numbers.
-  config = checkpoints.config_from_dict(json.loads(pathlib.Path(config_json).read_text()))
+  config = run_dir.config_from_dict(json.loads(pathlib.Path(config_json).read_text()))
   dist = config.distributed
   dist.initialize = True
   dist.coordinator_address = coordinator

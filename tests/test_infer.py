@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+import fake_run
 from configs import tiny
 from srrgan_jax import checkpoints
 from srrgan_jax import degradation
@@ -16,6 +17,7 @@ from srrgan_jax import eval_sets
 from srrgan_jax import image_io
 from srrgan_jax import inference
 from srrgan_jax import models
+from srrgan_jax import run_dir
 from srrgan_jax import tiling
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -23,27 +25,14 @@ STEP = 7
 
 
 @pytest.fixture(scope='module')
-def run_dir(tmp_path_factory):
+def saved_run(tmp_path_factory):
   """A tiny run with one phase-3 checkpoint whose EMA and raw weights differ."""
-  workdir = tmp_path_factory.mktemp('run')
-  config = tiny.get_config()
-  # Random weights of the right shapes (no init compile); the EMA differs from them.
-  shapes = jax.eval_shape(lambda key: models.init_generator(config, key),
-                          jax.random.key(0))['params']
-  rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda s: rng.normal(0, 0.2, s.shape).astype(np.float32), shapes)
-  ema_params = jax.tree.map(lambda p: p * 0.5, params)
-  manager = checkpoints.make_manager(workdir, 3, async_save=False)
-  checkpoints.save(manager, STEP, {'params': params, 'ema_params': ema_params}, None, {},
-                   config)
-  manager.wait_until_finished()
-  manager.close()
-  return workdir
+  return fake_run.save_random_generator(tmp_path_factory.mktemp('run'), STEP, ema_scale=0.5)
 
 
 @pytest.fixture(scope='module')
-def checkpoint(run_dir):
-  return str(checkpoints.phase_dir(run_dir, 3) / str(STEP))
+def checkpoint(saved_run):
+  return str(run_dir.phase_dir(saved_run, 3) / str(STEP))
 
 
 @pytest.fixture(scope='module')
@@ -63,9 +52,10 @@ def random_pixels(shape, dtype=np.uint8, seed=0):
 
 def expected_rgb(upscaler, rgb01):
   """The generator's tiled output for a [0, 1] image, computed directly."""
-  hr = tiling.upscale_tiled(upscaler.forward, rgb01 * 2 - 1, scale=2, tile=upscaler.tile,
-                            overlap=upscaler.overlap, batch_size=upscaler.batch_size)
-  return np.clip((hr + 1) / 2, 0, 1)
+  hr = tiling.upscale_tiled(upscaler.forward, models.from_unit(rgb01), scale=2,
+                            tile=upscaler.tile, overlap=upscaler.overlap,
+                            batch_size=upscaler.batch_size)
+  return models.to_unit(hr)
 
 
 def test_cli_upscales_a_folder_of_every_kind(tmp_path, checkpoint):
@@ -205,24 +195,32 @@ def test_unusable_output_path_fails_before_any_work(tmp_path):
   assert not (tmp_path / 'out').exists()
 
 
-def test_run_dir_gives_the_selected_ema_weights_and_raw_the_trained_ones(run_dir, checkpoint):
+def test_run_dir_gives_the_selected_ema_weights_and_raw_the_trained_ones(saved_run, checkpoint):
   with pytest.raises(inference.InferenceError, match='exactly one'):
-    inference.load_model(workdir=str(run_dir), checkpoint=checkpoint)
-  checkpoints.write_selected(run_dir, 3, STEP, {'lpips': 0.3})
-  _, ema = inference.load_model(workdir=str(run_dir))
+    inference.load_model(workdir=str(saved_run), checkpoint=checkpoint)
+  run_dir.write_selected(saved_run, 3, STEP, {'lpips': 0.3})
+  _, ema = inference.load_model(workdir=str(saved_run))
   _, raw = inference.load_model(checkpoint=checkpoint, use_ema=False)
   for e, r in zip(jax.tree.leaves(ema), jax.tree.leaves(raw)):
     np.testing.assert_array_equal(e, r * 0.5)
   with pytest.raises(checkpoints.CheckpointError, match='no such'):
-    inference.load_model(checkpoint=str(run_dir / 'nope'))
+    inference.load_model(checkpoint=str(saved_run / 'nope'))
 
 
-def test_mismatched_architecture_is_a_clear_error(checkpoint):
-  config, params = inference.load_model(checkpoint=checkpoint)
-  inference.check_params_fit(config, params)
+def test_mismatched_architecture_is_a_clear_error(saved_run, tmp_path):
+  """A checkpoint whose weights do not fit its own config (e.g. edited by hand)."""
+  broken = tmp_path / 'broken'
+  config = tiny.get_config()
   config.model.stem_channels = 16
-  with pytest.raises(inference.InferenceError, match='do not fit.*stem_conv|do not fit'):
-    inference.check_params_fit(config, params, where=checkpoint)
+  manager = checkpoints.make_manager(run_dir.phase_dir(broken, 3), 3, async_save=False)
+  params = checkpoints.restore_arrays(run_dir.phase_dir(saved_run, 3) / str(STEP))
+  checkpoints.save(manager, STEP, params, None, {}, run_dir.config_to_dict(config))
+  manager.wait_until_finished()
+  manager.close()
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r'do not fit.*stem 16.*head_0/conv/kernel has shape \(3, 3, 8, 8\), '
+                     r'expected \(3, 3, 16, 16\).*together with the run directory'):
+    inference.load_model(workdir=str(broken))
 
 
 def test_bad_tiling_options_are_rejected(checkpoint):
@@ -242,5 +240,5 @@ def test_whole_image_mode_agrees_with_tiles_and_bfloat16_is_applied(checkpoint):
   whole = inference.Upscaler(config, params, tile=0).upscale(rgb)
   np.testing.assert_allclose(whole, tiled, atol=1e-5)  # One tile == the whole image.
   # Lowering (not compiling: slow on CPU) shows the convolutions run in bfloat16.
-  bf16 = inference.GeneratorForward(config, params, compute_dtype='bfloat16')
-  assert 'bf16' in bf16.lower((1, 16, 16, 3)).as_text()
+  bf16 = models.GeneratorForward(config, compute_dtype='bfloat16')
+  assert 'bf16' in bf16.lower(params, (1, 16, 16, 3)).as_text()

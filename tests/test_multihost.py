@@ -19,7 +19,6 @@ import time
 import cv2
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 import skimage.data
 
@@ -28,6 +27,7 @@ from srrgan_jax import checkpoints
 from srrgan_jax import data
 from srrgan_jax import image_io
 from srrgan_jax import parallel
+from srrgan_jax import run_dir
 from srrgan_jax import weights
 from srrgan_jax.train import loop
 from srrgan_jax.train import monitor
@@ -174,7 +174,7 @@ class Processes:
 
 
 def saved_state(step_dir: pathlib.Path):
-  return ocp.PyTreeCheckpointer().restore((step_dir / 'state').resolve())
+  return checkpoints.restore_arrays(step_dir)
 
 
 def test_two_processes_train_and_resume_like_one_process(photo_dirs, tmp_path):
@@ -185,12 +185,12 @@ def test_two_processes_train_and_resume_like_one_process(photo_dirs, tmp_path):
   config.phases = (1,)
   config.data.train_dir, config.data.val_dir = str(train_dir), str(val_dir)
   config_json = tmp_path / 'config.json'
-  config_json.write_text(json.dumps(checkpoints.config_to_dict(config)))
+  config_json.write_text(json.dumps(run_dir.config_to_dict(config)))
   # train.py reads its configuration from a config file, like users do.
   config_file = tmp_path / 'multihost_config.py'
   config_file.write_text(
-      'import json, pathlib\nfrom srrgan_jax import checkpoints\n\n\n'
-      'def get_config():\n  return checkpoints.config_from_dict(json.loads('
+      'import json, pathlib\nfrom srrgan_jax import run_dir\n\n\n'
+      'def get_config():\n  return run_dir.config_from_dict(json.loads('
       f'pathlib.Path({str(config_json)!r}).read_text()))\n')
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO),
              XLA_FLAGS='--xla_force_host_platform_device_count=2',
@@ -228,7 +228,7 @@ def test_two_processes_train_and_resume_like_one_process(photo_dirs, tmp_path):
   assert f'Phase 1: resuming at step {STOP_STEP}' in resumed[0]
   assert 'Phase 1:' not in resumed[1] and 'Final generator' not in resumed[1]
 
-  ours, theirs = (checkpoints.list_checkpoints(w, 1) for w in (multi, single))
+  ours, theirs = (run_dir.list_checkpoints(w, 1) for w in (multi, single))
   assert [s for s, _ in ours] == [s for s, _ in theirs]
   max_difference = 0.0
   a, b = saved_state(ours[-1][1]), saved_state(theirs[-1][1])

@@ -1,6 +1,6 @@
 """The three-phase run: outputs, phase chaining, exact resume, refusals, NaN stop.
 
-One tiny uninterrupted run (module fixture) is the reference the other tests
+One tiny uninterrupted run (the session fixture `tiny_run`) is the reference the other tests
 compare against; jitted steps are reused across runs in this process.
 """
 
@@ -8,57 +8,29 @@ import json
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from configs import tiny
 from srrgan_jax import checkpoints
 from srrgan_jax import data
 from srrgan_jax import image_io
-from srrgan_jax import weights
+from srrgan_jax import run_dir
 from srrgan_jax.train import loop
 
 
-def write_photos(folder, count, size, seed):
-  """Smooth random colour images (gradients + blobs) that a model can learn from."""
-  rng = np.random.default_rng(seed)
-  folder.mkdir(parents=True)
-  yy, xx = np.mgrid[0:size[0], 0:size[1]] / max(size)
-  for i in range(count):
-    channels = []
-    for _ in range(3):
-      fx, fy, phase = rng.uniform(1, 6), rng.uniform(1, 6), rng.uniform(0, 6.3)
-      channels.append(0.5 + 0.4 * np.sin(fx * 6.3 * xx + phase) * np.cos(fy * 6.3 * yy))
-    image_io.write_image(folder / f'img{i}.png', np.stack(channels, -1).astype(np.float32))
+@pytest.fixture
+def tiny_config(tiny_run_config):
+  """The shared run's config, a fresh copy per test."""
+  return tiny_run_config.copy_and_resolve_references()
 
 
-@pytest.fixture(scope='module')
-def tiny_config(tmp_path_factory):
-  root = tmp_path_factory.mktemp('train_data')
-  write_photos(root / 'train', 6, (40, 48), seed=0)
-  write_photos(root / 'val', 3, (36, 36), seed=1)
-  vgg_file = weights.write_random_weights(root / 'weights', [weights.VGG19_FILE])[0]
-  config = tiny.get_config()
-  config.data.train_dir = str(root / 'train')
-  config.data.val_dir = str(root / 'val')
-  config.weights.vgg19_file = str(vgg_file)
-  config.weights.auto_fetch = False
-  # A 2-block VGG keeps the perceptual loss (same code path) cheap on CPU.
-  config.loss.perceptual_layers = ('block1_conv2', 'block2_conv2')
-  config.loss.perceptual_layer_weights = (0.5, 0.5)
-  return config
-
-
-@pytest.fixture(scope='module')
-def full_run(tiny_config, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('full_run')
-  summary = loop.run(tiny_config, workdir)
-  return workdir, summary
+@pytest.fixture
+def full_run(tiny_run):
+  return tiny_run
 
 
 def read_state(step_dir):
   """The whole saved train state of a checkpoint, as numpy arrays."""
-  return ocp.PyTreeCheckpointer().restore((step_dir / 'state').resolve())
+  return checkpoints.restore_arrays(step_dir)
 
 
 def assert_trees_equal(a, b):
@@ -74,10 +46,10 @@ def test_run_writes_checkpoints_logs_samples_and_plots(full_run, tiny_config):
   steps_per_epoch = tiny_config.data.steps_per_epoch  # 3
   assert set(summary['phases']) == {1, 2, 3}
   # Phase 1: best (by val loss) and latest survive; phase 3: one per epoch.
-  phase1 = [s for s, _ in checkpoints.list_checkpoints(workdir, 1)]
-  best1 = checkpoints.best_checkpoint(workdir, 1)[0]
+  phase1 = [s for s, _ in run_dir.list_checkpoints(workdir, 1)]
+  best1 = run_dir.best_checkpoint(workdir, 1)[0]
   assert phase1[-1] == 2 * steps_per_epoch and best1 in phase1 and len(phase1) <= 2
-  assert [s for s, _ in checkpoints.list_checkpoints(workdir, 3)] == [3, 6]
+  assert [s for s, _ in run_dir.list_checkpoints(workdir, 3)] == [3, 6]
   assert json.loads((workdir / 'config.json').read_text())['model']['stem_channels'] == 8
 
   train3 = (workdir / 'logs/phase3/train.csv').read_text().splitlines()
@@ -100,16 +72,15 @@ def test_run_writes_checkpoints_logs_samples_and_plots(full_run, tiny_config):
 
 def test_phase2_starts_from_phase1_best_and_phase3_from_phase2(full_run, tiny_config):
   workdir, _ = full_run
-  best1 = checkpoints.best_checkpoint(workdir, 1)[1]
+  best1 = run_dir.best_checkpoint(workdir, 1)[1]
   best1_ema = checkpoints.restore_generator(best1, use_ema=True)
   # Phase 2 takes 3 AdamW steps at lr 1e-5 from phase 1's best EMA weights.
-  phase2 = checkpoints.list_checkpoints(workdir, 2)[-1][1]
+  phase2 = run_dir.list_checkpoints(workdir, 2)[-1][1]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4),
                checkpoints.restore_generator(phase2, use_ema=False), best1_ema)
-  loop2 = json.loads((phase2 / 'loop' / 'metadata').read_text())
+  loop2 = checkpoints.read_json(phase2, checkpoints.LOOP)
   assert str(best1) in loop2['start']
-  loop3 = json.loads(
-      (checkpoints.list_checkpoints(workdir, 3)[0][1] / 'loop' / 'metadata').read_text())
+  loop3 = checkpoints.read_json(run_dir.list_checkpoints(workdir, 3)[0][1], checkpoints.LOOP)
   assert 'phase 2 best' in loop3['start']
 
 
@@ -124,8 +95,8 @@ def test_interrupted_runs_resume_bit_for_bit(full_run, tiny_config, tmp_path):
   assert 'stopped' in loop.run(tiny_config, workdir, stop_after_steps={3: 4})
   summary = loop.run(tiny_config, workdir)
   for phase in (1, 2, 3):
-    ours = checkpoints.list_checkpoints(workdir, phase)
-    theirs = checkpoints.list_checkpoints(reference, phase)
+    ours = run_dir.list_checkpoints(workdir, phase)
+    theirs = run_dir.list_checkpoints(reference, phase)
     assert [s for s, _ in ours] == [s for s, _ in theirs]
     assert_trees_equal(read_state(ours[-1][1]), read_state(theirs[-1][1]))
   assert summary['final'] == ref_summary['final']
@@ -144,8 +115,8 @@ def test_phase3_alone_from_init_checkpoint_equals_the_chained_run(full_run, tiny
   config.init_checkpoint = str(reference / 'checkpoints' / 'phase2')  # Its best step.
   workdir = tmp_path / 'phase3_only'
   loop.run(config, workdir)
-  ours, theirs = (checkpoints.list_checkpoints(w, 3) for w in (workdir, reference))
-  loop3 = json.loads((ours[0][1] / 'loop' / 'metadata').read_text())
+  ours, theirs = (run_dir.list_checkpoints(w, 3) for w in (workdir, reference))
+  loop3 = checkpoints.read_json(ours[0][1], checkpoints.LOOP)
   assert loop3['start'].startswith('init_checkpoint')
   assert_trees_equal(read_state(ours[-1][1]), read_state(theirs[-1][1]))
 

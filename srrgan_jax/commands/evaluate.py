@@ -16,7 +16,6 @@ data.patch_size: 256 in the original protocol); --y_channel (BT.601 luma, as
 BasicSR) or RGB; --crop_border (default: the scale). MAE is on [-1, 1] RGB, LPIPS is VGG16 v0.1.
 """
 
-
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
@@ -62,8 +61,8 @@ _FIGURE_IMAGES = flags.DEFINE_integer(
 def _default_test_dir(workdir) -> str:
   """The run's test folder, else its validation photos (with a note)."""
   from srrgan_jax import data
-  from srrgan_jax import evaluation
-  config = evaluation.load_run_config(workdir)
+  from srrgan_jax import run_dir
+  config = run_dir.read_config(workdir)
   if config.data.test_dir:
     return config.data.test_dir
   _, val_dir = data.resolve_dirs(config)

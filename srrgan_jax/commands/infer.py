@@ -2,6 +2,7 @@
 
   python infer.py -i photo.png -o photo_x2.png --workdir runs/quickstart
   python infer.py -i photos/ -o upscaled/ --checkpoint runs/x/checkpoints/phase3/4000
+  python infer.py -i photo.png -o photo_x2.png --onnx model.onnx   # srrgan-export's file
 
 --workdir uses the run's selected model (LPIPS-best, see eval.py; else the
 latest phase-3 checkpoint, else the best earlier one), EMA weights unless --raw.
@@ -27,6 +28,9 @@ _WORKDIR = flags.DEFINE_string(
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, 'A checkpoint step directory (or checkpoints/phaseN directory) '
     'instead of --workdir.')
+_ONNX = flags.DEFINE_string(
+    'onnx', None, 'An ONNX file written by srrgan-export instead of --workdir: run with '
+    'onnxruntime and this tool\'s tiling (tile size and overlap from the file).')
 _RAW = flags.DEFINE_bool(
     'raw', False, 'Use the raw generator weights instead of their EMA.')
 _TILE = flags.DEFINE_integer(
@@ -73,7 +77,7 @@ def main(argv):
       overlap=_OVERLAP.value, batch_size=_BATCH_SIZE.value, outscale=_OUTSCALE.value,
       degrade=_DEGRADE.value, suffix=_SUFFIX.value, ext=_EXT.value,
       overwrite=_OVERWRITE.value, compute_dtype=_COMPUTE_DTYPE.value,
-      show_progress=_PROGRESS.value)
+      show_progress=_PROGRESS.value, onnx=_ONNX.value or '')
   if summary.failed:
     sys.exit(1)
 

@@ -11,9 +11,7 @@ skips finished phases.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 import pathlib
 import time
 from typing import Any, Callable, Optional
@@ -29,7 +27,9 @@ from srrgan_jax import data
 from srrgan_jax import errors
 from srrgan_jax import eval_sets
 from srrgan_jax import metrics
+from srrgan_jax import models
 from srrgan_jax import parallel
+from srrgan_jax import run_dir
 from srrgan_jax.train import monitor as monitor_lib
 from srrgan_jax.train import optim
 from srrgan_jax.train import state as state_lib
@@ -98,7 +98,7 @@ def bilinear_baseline(val_set: ValidationSet, scale: int) -> dict[str, float]:
   hr = np.asarray(val_set.hr, np.float32)
   up = jax.image.resize(lr, (lr.shape[0], lr.shape[1] * scale, lr.shape[2] * scale, 3),
                         'bilinear')
-  up, hr = steps.to_unit(up), steps.to_unit(hr)
+  up, hr = models.to_unit(up), models.to_unit(hr)
   return {'psnr': float(np.mean(metrics.psnr(up, hr))),
           'ssim': float(np.mean(metrics.ssim(up, hr)))}
 
@@ -120,22 +120,10 @@ def _check_phases(config) -> list[int]:
   return phases
 
 
-def _check_run_config(workdir: pathlib.Path, config) -> None:
-  """Refuses a run dir that was made with another model, naming the fields."""
-  path = workdir / 'config.json'
-  if path.is_file():
-    checkpoints.check_compatible(json.loads(path.read_text()), config, path)
-
-
 def _write_run_config(workdir: pathlib.Path, config) -> None:
   # Every process has checked the old file before process 0 replaces it.
   parallel.sync_processes('srrgan_run_config_checked')
-  if parallel.is_main_process():
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp = workdir / 'config.json.tmp'
-    tmp.write_text(
-        json.dumps(checkpoints.config_to_dict(config), indent=2, sort_keys=True) + '\n')
-    os.replace(tmp, workdir / 'config.json')  # Readers never see half a file.
+  run_dir.write_config(workdir, config)
 
 
 def _plateau_tracker(phase_config) -> optim.PlateauTracker:
@@ -154,21 +142,20 @@ def _start_params(config, workdir, phase, first_phase: bool, handed_on):
   if handed_on is not None:
     return handed_on.params, f'phase {handed_on.phase} best ({handed_on.step_dir})'
   if first_phase and config.init_checkpoint:
-    params, step_dir = checkpoints.load_generator_for(
-        config, config.init_checkpoint, use_ema=config.eval_use_ema)
+    step_dir = run_dir.resolve(config.init_checkpoint)
+    _, params = run_dir.load_generator(step_dir, config=config, use_ema=config.eval_use_ema)
     return params, f'init_checkpoint {step_dir}'
   if phase == 1:
     return None, f'random initialisation (seed {config.seed})'
-  found = checkpoints.best_checkpoint(workdir, phase - 1)
+  found = run_dir.best_checkpoint(workdir, phase - 1)
   if found is None:
     raise checkpoints.CheckpointError(
         f'phase {phase} starts from phase {phase - 1}\'s best generator, but '
-        f'{checkpoints.phase_dir(workdir, phase - 1)} has no checkpoint. Run phase '
+        f'{run_dir.phase_dir(workdir, phase - 1)} has no checkpoint. Run phase '
         f'{phase - 1} first (e.g. --config.phases="({phase - 1}, {phase})") or give '
         '--config.init_checkpoint=<checkpoint or run dir>.')
-  params, step_dir = checkpoints.load_generator_for(config, found[1],
-                                                    use_ema=config.eval_use_ema)
-  return params, f'phase {phase - 1} best ({step_dir})'
+  _, params = run_dir.load_generator(found[1], config=config, use_ema=config.eval_use_ema)
+  return params, f'phase {phase - 1} best ({found[1]})'
 
 
 class PhaseRun:
@@ -199,7 +186,7 @@ class PhaseRun:
       keep_epochs = [e for e in range(1, self.epochs + 1)
                      if e % every == 0 or e == self.epochs]
     self.manager = checkpoints.make_manager(
-        workdir, phase, async_save=config.checkpoint.async_save,
+        run_dir.phase_dir(workdir, phase), phase, async_save=config.checkpoint.async_save,
         keep_steps=[e * self.steps_per_epoch for e in keep_epochs])
     # Set up by `run` for the phase's training:
     self.iterator = None  # Training batches; its position is saved with each checkpoint.
@@ -250,18 +237,18 @@ class PhaseRun:
 
   def _check_saved(self, latest: int) -> LoopState:
     loop_state, saved_config = checkpoints.read_json_items(self.manager, latest)
-    checkpoints.check_compatible(saved_config, self.config, self.manager.directory)
-    changed = checkpoints.config_differences(saved_config,
-                                             checkpoints.config_to_dict(self.config))
+    run_dir.check_fits(self.config, self.manager.directory, saved_config=saved_config,
+                       with_disc=True)
+    changed = run_dir.config_differences(saved_config, run_dir.config_to_dict(self.config))
     changed = {k: v for k, v in changed.items() if not fields.is_quiet(k)}
     if changed:
       log.warning('phase %d continues with changed settings: %s', self.phase,
-                  checkpoints.describe_differences(changed))
+                  run_dir.describe_differences(changed))
     return LoopState.from_json(loop_state)
 
   def _already_finished(self, saved: LoopState) -> PhaseResult:
     self.manager.close()
-    step_dir = checkpoints.phase_dir(self.workdir, self.phase) / str(saved.best_step)
+    step_dir = run_dir.phase_dir(self.workdir, self.phase) / str(saved.best_step)
     _print(f'Phase {self.phase}: already finished (epoch {saved.epoch}); '
            f'handing on step {saved.best_step}.')
     return PhaseResult(self.phase,
@@ -293,7 +280,7 @@ class PhaseRun:
   def _save(self, step: int, val_loss: Optional[float] = None) -> None:
     self.loop.step = step
     checkpoints.save(self.manager, step, self.state, self.iterator, self.loop.to_json(),
-                     self.config, val_loss=val_loss)
+                     run_dir.config_to_dict(self.config), val_loss=val_loss)
 
   def _train(self) -> Optional[int]:
     """Steps to the end of the phase; the last step, or None after `stop_after_steps`."""
@@ -375,12 +362,12 @@ class PhaseRun:
   def _hand_on(self, step: int) -> PhaseResult:
     """The phase's result: phases 1-2 their best checkpoint, phase 3 its last state."""
     if self.phase < 3:
-      step_dir = checkpoints.phase_dir(self.workdir, self.phase) / str(self.loop.best_step)
+      step_dir = run_dir.phase_dir(self.workdir, self.phase) / str(self.loop.best_step)
       self.manager.wait_until_finished()
       params = checkpoints.restore_generator(step_dir, use_ema=self.use_ema)
       handed = self.loop.best_metrics
     else:
-      step_dir = checkpoints.phase_dir(self.workdir, self.phase) / str(step)
+      step_dir = run_dir.phase_dir(self.workdir, self.phase) / str(step)
       params = parallel.to_host(state_lib.eval_params(self.state, self.use_ema))
       handed = self.loop.last_val_metrics
     reason = 'early stop' if self.loop.stopped_early else 'last epoch'
@@ -416,7 +403,7 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   parallel.check_batch_size(int(config.data.batch_size), mesh)
   parallel.check_batch_size(int(config.data.eval_batch_size), mesh,
                             'data.eval_batch_size')
-  _check_run_config(workdir, config)
+  run_dir.check_run_config(workdir, config)
   _write_run_config(workdir, config)
 
   _, val_dir = data.resolve_dirs(config)

@@ -19,6 +19,7 @@ from typing import Mapping, Optional
 import numpy as np
 
 from srrgan_jax import image_io
+from srrgan_jax import models
 from srrgan_jax import parallel
 
 log = logging.getLogger(__name__)
@@ -203,8 +204,7 @@ class StepMetrics:
 
 def sample_grid(lr_BHWC, sr_BHWC, hr_BHWC, gap: int = 4) -> np.ndarray:
   """Rows of [LR (nearest-upscaled) | SR | HR] in [0, 1], separated by white gaps."""
-  to_unit = lambda x: np.clip((np.asarray(x, np.float32) + 1.0) * 0.5, 0.0, 1.0)
-  lr, sr, hr = to_unit(lr_BHWC), to_unit(sr_BHWC), to_unit(hr_BHWC)
+  lr, sr, hr = (models.to_unit(np.asarray(x, np.float32)) for x in (lr_BHWC, sr_BHWC, hr_BHWC))
   factor = hr.shape[1] // lr.shape[1]
   lr = lr.repeat(factor, axis=1).repeat(factor, axis=2)  # Nearest: shows the LR pixels.
   rows = []

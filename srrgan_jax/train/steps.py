@@ -31,14 +31,9 @@ Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
 
-def to_unit(x):
-  """[-1, 1] model space -> [0, 1] image space (clipped)."""
-  return jnp.clip((x + 1.0) * 0.5, 0.0, 1.0)
-
-
 def image_quality(sr, hr) -> Metrics:
   """Batch-mean PSNR and SSIM of [-1, 1] images (measured on [0, 1] RGB)."""
-  sr, hr = to_unit(jax.lax.stop_gradient(sr)), to_unit(hr)
+  sr, hr = models.to_unit(jax.lax.stop_gradient(sr)), models.to_unit(hr)
   return {'psnr': jnp.mean(metrics.psnr(sr, hr)), 'ssim': jnp.mean(metrics.ssim(sr, hr))}
 
 
@@ -64,12 +59,6 @@ def _perceptual(config, vgg_params, sr, hr):
                                 tuple(config.loss.perceptual_layer_weights))
 
 
-def _generator_forward(gen, params, lr, key, train: bool = True):
-  if not train:
-    return gen.apply({'params': params}, lr, train=False)
-  return gen.apply({'params': params}, lr, train=True, rngs={'dropout': key})
-
-
 def _apply_generator_update(state: TrainState, tx, grads, config):
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -85,7 +74,7 @@ def pixel_step(state: TrainState, batch: Batch, key, vgg_params=None, *,
   step_key = jax.random.fold_in(key, state.step)
 
   def loss_fn(params):
-    sr = _generator_forward(gen, params, batch['lr'], step_key)
+    sr = models.generate(gen, params, batch['lr'], dropout_key=step_key)
     pixel = losses.pixel_mae(sr, batch['hr'])
     terms = {'pixel': pixel}
     loss = pixel
@@ -117,7 +106,7 @@ def adversarial_step(state: TrainState, batch: Batch, key, vgg_params=None, *,
   step_key = jax.random.fold_in(key, state.step)
 
   sr, pull_back = jax.vjp(
-      lambda p: _generator_forward(gen, p, lr_img, step_key), state.params)
+      lambda p: models.generate(gen, p, lr_img, dropout_key=step_key), state.params)
 
   # Real and fake interleaved along the batch so each device's rows stay local
   # under data parallelism, and one discriminator call makes one power iteration.
@@ -232,12 +221,13 @@ def validation_loss(config, phase: int, pixel, perceptual):
 def eval_sums(params, batch: Batch, vgg_params=None, *, config):
   """(sums over the valid rows (mask == 1) of per-image validation metrics, SR batch)."""
   gen = models.build_generator(config)
-  sr = gen.apply({'params': params}, batch['lr'], train=False)
+  sr = models.generate(gen, params, batch['lr'])
   hr, mask = batch['hr'], batch['mask']
+  sr01, hr01 = models.to_unit(sr), models.to_unit(hr)
   per_image = {
       'pixel': metrics.mae(sr, hr),
-      'psnr': metrics.psnr(to_unit(sr), to_unit(hr)),
-      'ssim': metrics.ssim(to_unit(sr), to_unit(hr)),
+      'psnr': metrics.psnr(sr01, hr01),
+      'ssim': metrics.ssim(sr01, hr01),
   }
   if vgg_params is not None:
     per_image['perceptual'] = jax.vmap(

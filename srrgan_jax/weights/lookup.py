@@ -27,7 +27,7 @@ def search_dirs() -> list[tuple[str, Path]]:
 
 
 def _how_to_get(name: str) -> str:
-  local = (f'convert --keras-h5 vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5'
+  local = ('convert --keras-h5 vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5'
            if name == layout.VGG19_FILE else
            'convert --vgg16-pth vgg16-397923af.pth --lpips-pth vgg.pth')
   return (f'Fetch it with `{layout.FETCH_COMMAND} --only {name}` (needs pip access to '

@@ -1,0 +1,121 @@
+"""The evaluation of a training run: LPIPS selection of the GAN and the comparison table.
+
+Every phase-3 checkpoint is ranked by mean LPIPS on a test folder
+(deterministic degradation); the lowest wins and is recorded as the run's
+selected model. The table then reports PSNR, SSIM, MAE and LPIPS for bilinear
+and bicubic upsampling of the degraded input, the phase-1 best, the phase-2
+best and the selected GAN generator, with the protocol beside the numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from srrgan_jax import perceptual
+from srrgan_jax import run_dir
+from srrgan_jax.evaluation import plots
+from srrgan_jax.evaluation import report as report_lib
+from srrgan_jax.evaluation.ranking import GeneratorRunner
+from srrgan_jax.evaluation.ranking import lpips_rank_checkpoints
+from srrgan_jax.evaluation.ranking import resize_upscaler
+from srrgan_jax.evaluation.report import Row
+from srrgan_jax.evaluation.scoring import EvaluationError
+from srrgan_jax.evaluation.scoring import Scorer
+from srrgan_jax.evaluation.scoring import evaluate_method
+from srrgan_jax.evaluation.scoring import load_test_set
+from srrgan_jax.evaluation.scoring import make_protocol
+from srrgan_jax.evaluation.scoring import require_single_host
+
+
+def evaluate_run(workdir, test_dir, *, out_dir=None, full_images: bool = False,
+                 crop_size: int = 0, y_channel: bool = False, crop_border: int = -1,
+                 use_ema: bool = True, lpips_file: str = '',
+                 num_figure_images: int = 3,
+                 log: Callable[[str], None] = print) -> dict:
+  """LPIPS ranking + comparison table + plots for a training run; returns the report.
+
+  Writes into `out_dir` (default workdir/eval): ranking.json, results.{md,json,csv},
+  perception_distortion.png, comparison.png; records the selected model in the run.
+  """
+  require_single_host()
+  workdir = Path(workdir)
+  config = run_dir.read_config(workdir)
+  if lpips_file:
+    config.weights.lpips_file = lpips_file
+  protocol = make_protocol(config, full_images=full_images, crop_size=crop_size,
+                           y_channel=y_channel, crop_border=crop_border,
+                           use_ema=use_ema)
+  has_checkpoints = {p: bool(run_dir.list_checkpoints(workdir, p)) for p in run_dir.PHASES}
+  if not any(has_checkpoints.values()):
+    raise EvaluationError(
+        f'{workdir}: no checkpoints under {workdir / "checkpoints"}/phase{{1,2,3}}; '
+        'train first (python train.py --workdir ...) or pass the run directory that '
+        'holds them.')
+  lpips_params = perceptual.load_lpips_params(config)  # Fails early if missing.
+  out_dir = Path(out_dir) if out_dir else workdir / 'eval'
+  test_set = load_test_set(test_dir, config, protocol)
+  log(f'Evaluating {workdir} on {len(test_set)} images of {test_dir}')
+  for line in protocol.describe(config):
+    log(f'  {line}')
+
+  scorer = Scorer(lpips_params, protocol)
+  runner = GeneratorRunner(config, protocol)
+  batch_size = config.data.eval_batch_size
+  keep = plots.figure_indices(test_set, num_figure_images)
+  rows = []
+  for method in ('bilinear', 'bicubic'):
+    result = evaluate_method(resize_upscaler(method, config.scale), test_set, scorer,
+                             batch_size=batch_size, keep=keep)
+    rows.append(Row(method, method.capitalize(), '', None, result))
+
+  for phase, key, label in ((1, 'phase1_best', 'U-Net (MAE), phase-1 best'),
+                            (2, 'phase2_best', 'U-Net (Perceptual), phase-2 best')):
+    best = run_dir.best_checkpoint(workdir, phase)
+    if best is None:
+      log(f'  (no phase-{phase} checkpoint: row "{label}" left out)')
+      continue
+    step, path = best
+    params = runner.load(workdir, phase, step)
+    result = evaluate_method(runner.upscaler(params), test_set, scorer,
+                             batch_size=batch_size, keep=keep)
+    del params
+    rows.append(Row(key, label, str(path), int(step), result))
+
+  ranking = []
+  if has_checkpoints[3]:
+    log(f'LPIPS ranking of the phase-3 checkpoints ({"EMA" if use_ema else "raw"} '
+        'weights):')
+    ranking = lpips_rank_checkpoints(workdir, test_set, runner, scorer,
+                                     batch_size=batch_size, keep=keep, log=log)
+    best = ranking[0]
+    rows.append(Row('srrgan', 'SRRGAN, LPIPS-selected', best.path, best.step, best.result))
+  else:
+    log('  (no phase-3 checkpoints: nothing to rank; row "SRRGAN" left out)')
+
+  report = report_lib.build_report(config, protocol, test_set, rows, ranking,
+                                   workdir=workdir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  paths = report_lib.write_report(report, out_dir)
+  if ranking:
+    paths['ranking'] = report_lib.write_ranking(report, out_dir / 'ranking.json')
+    log(report_lib.format_ranking(ranking))
+    selected = ranking[0]
+    means = selected.means
+    run_dir.write_selected(workdir, 3, selected.step, {
+        'criterion': 'lowest mean LPIPS', 'use_ema': protocol.use_ema,
+        'lpips': means['lpips'],
+        'psnr': means['psnr'], 'ssim': means['ssim'], 'mae': means['mae'],
+        'test_dir': str(test_dir), 'num_images': len(test_set),
+        'protocol': protocol.as_dict(), 'ranking': str(out_dir / 'ranking.json')})
+    log(f'Selected model: phase 3 step {selected.step} (LPIPS '
+        f'{means["lpips"]:.4f}); recorded in {workdir} for infer.py.')
+  paths['perception_distortion'] = plots.plot_perception_distortion(
+      rows, ranking, out_dir / 'perception_distortion.png')
+  if keep:
+    paths['comparison'] = plots.plot_comparison(test_set, rows, keep,
+                                                out_dir / 'comparison.png')
+  log(report_lib.format_table(report))
+  log('Written: ' + ', '.join(str(p) for p in paths.values()))
+  report['files'] = {k: str(v) for k, v in paths.items()}
+  return report
