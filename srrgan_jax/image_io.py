@@ -99,6 +99,8 @@ def _read_header(encoded: np.ndarray) -> _Header:
   try:
     with PIL.Image.open(io.BytesIO(encoded.tobytes())) as img:
       orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+      if img.format == 'TIFF':  # OpenCV's TIFF decoder turns it upright itself.
+        orientation = 1
       return _Header(orientation if orientation in range(1, 9) else 1,
                      img.info.get('icc_profile') or None,
                      png_gray_alpha or img.mode in ('LA', 'La'))
@@ -327,6 +329,37 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray,
   except ValueError as e:
     raise ValueError(f'{path}: {e}') from e
   write_bytes_atomic(path, contents)
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+  """False if an image file was cut short (a write interrupted before it was atomic).
+
+  PNG and JPEG are checked by their end markers, WebP and BMP by the size in
+  their header, other formats by decoding.
+  """
+  path = Path(path)
+  suffix = path.suffix.lower()
+  try:
+    size = path.stat().st_size
+    with open(path, 'rb') as f:
+      head = f.read(8)
+      f.seek(max(0, size - 12))
+      tail = f.read()
+  except OSError:
+    return False
+  if suffix == '.png':
+    return tail.endswith(b'IEND\xaeB`\x82')
+  if suffix in ('.jpg', '.jpeg'):
+    return tail.rstrip(b'\0').endswith(b'\xff\xd9')
+  if suffix == '.webp':
+    return head[:4] == b'RIFF' and struct.unpack('<I', head[4:8])[0] + 8 == size
+  if suffix == '.bmp':
+    return head[:2] == b'BM' and struct.unpack('<I', head[2:6])[0] == size
+  try:
+    decode_raw(path)
+  except ImageReadError:
+    return False
+  return True
 
 
 def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
