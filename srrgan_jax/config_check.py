@@ -334,6 +334,11 @@ def check_config(config, *, known_fields_only: bool = True) -> None:
       problem = rule.check(values[name])
       if problem is not None:
         _fail(name, values[name], problem)
-  _check_consistency(config)
-  from srrgan_jax import training_degradation  # pylint: disable=import-outside-toplevel
-  training_degradation.plain_config(config.degradation)  # Checks the Real-ESRGAN block.
+  try:
+    _check_consistency(config)
+    from srrgan_jax import training_degradation  # pylint: disable=import-outside-toplevel
+    training_degradation.plain_config(config.degradation)  # Checks the Real-ESRGAN block.
+  except (AttributeError, KeyError) as e:  # A saved config that lacks a block or field.
+    missing = str(e).split('\n', maxsplit=1)[0].strip('"\'')
+    raise errors.ConfigError(f'config field {missing} is missing; the configuration is '
+                             'incomplete.') from e

@@ -91,6 +91,23 @@ class _Header:
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 
+def _orientation(img: PIL.Image.Image) -> int:
+  """The EXIF orientation (1-8) of an opened image, from its headers only.
+
+  `Image.getexif()` would decode a whole PNG to look for a late eXIf chunk.
+  """
+  if img.format == 'TIFF':
+    value = img.tag_v2.get(_EXIF_ORIENTATION, 1)
+  else:
+    raw = img.info.get('exif')
+    if not raw:
+      return 1
+    exif = PIL.Image.Exif()
+    exif.load(raw)
+    value = exif.get(_EXIF_ORIENTATION, 1)
+  return value if value in range(1, 9) else 1
+
+
 def _read_header(encoded: np.ndarray) -> _Header:
   """Pillow parses the headers only; formats it does not know get the defaults."""
   # PNG colour type 4 (byte 25): gray+alpha, which Pillow calls RGBA at 16 bits.
@@ -98,11 +115,9 @@ def _read_header(encoded: np.ndarray) -> _Header:
                     and encoded[25] == 4)
   try:
     with PIL.Image.open(io.BytesIO(encoded.tobytes())) as img:
-      orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-      if img.format == 'TIFF':  # OpenCV's TIFF decoder turns it upright itself.
-        orientation = 1
-      return _Header(orientation if orientation in range(1, 9) else 1,
-                     img.info.get('icc_profile') or None,
+      # OpenCV's TIFF decoder turns TIFFs upright itself.
+      orientation = 1 if img.format == 'TIFF' else _orientation(img)
+      return _Header(orientation, img.info.get('icc_profile') or None,
                      png_gray_alpha or img.mode in ('LA', 'La'))
   except Exception:  # pylint: disable=broad-except  # Unknown or damaged: OpenCV decides.
     return _Header(gray_alpha=png_gray_alpha)
@@ -146,6 +161,21 @@ def _decode(path: str, flags: int) -> tuple[np.ndarray, _Header]:
         f'{path}: not a decodable image (corrupt, truncated or unsupported '
         f'format; supported: {", ".join(IMAGE_SUFFIXES)}).')
   return apply_orientation(pixels, header.orientation), header
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+  """(height, width) as read would give them (upright), from the header when Pillow knows it.
+
+  Raises ImageReadError naming the file if neither Pillow nor OpenCV can read it.
+  """
+  try:
+    with PIL.Image.open(path) as img:
+      width, height = img.size
+      turned = _orientation(img) in (5, 6, 7, 8)
+    return (width, height) if turned else (height, width)
+  except Exception:  # pylint: disable=broad-except  # Unknown to Pillow: decode it.
+    pixels = decode_raw(path)
+    return pixels.shape[0], pixels.shape[1]
 
 
 def decode_raw(path: str | os.PathLike, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:

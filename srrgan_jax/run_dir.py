@@ -27,6 +27,8 @@ import numpy as np
 
 from configs import fields
 from srrgan_jax import checkpoints
+from srrgan_jax import config_check
+from srrgan_jax import errors
 from srrgan_jax import models
 from srrgan_jax.checkpoints import CheckpointError
 
@@ -127,7 +129,12 @@ def read_config(workdir) -> ml_collections.ConfigDict:
                           '--workdir of a training run.')
   path = workdir / CONFIG_FILE
   if path.is_file():
-    return config_from_dict(_read_json(path))
+    config = config_from_dict(_read_json(path))
+    try:  # A hand-edited config.json is named here, not deep in evaluation.
+      config_check.check_config(config, known_fields_only=False)
+    except errors.ConfigError as e:
+      raise CheckpointError(f'{path}: {e}') from e
+    return config
   for phase in reversed(PHASES):
     found = list_checkpoints(workdir, phase)
     if found:

@@ -64,6 +64,20 @@ def _dir(folder: Path, name: str) -> Path:
   return path
 
 
+def _photos(folder: Path, name: str) -> Path:
+  """A folder with one image large enough for the tiny config's patches."""
+  return _image(_dir(folder, name), 'a.png', (40, 40)).parent
+
+
+BAD_SCALE = b'{"scale": -2}'
+
+
+def _hard_link(source: Path, link: Path) -> Path:
+  link.parent.mkdir(parents=True, exist_ok=True)
+  os.link(source, link)
+  return link
+
+
 def _train(*overrides: str) -> Callable[[Path], list[str]]:
   return lambda d: ['--config=' + str(REPO / 'configs' / 'tiny.py'), f'--workdir={d}/run',
                     *overrides]
@@ -108,6 +122,12 @@ CASES = [
          _train('--config.degradation.jpeg_quality_range=(60, 120)'),
          'degradation.jpeg_quality_range'),
     Case('train-unknown-flag', 'train', _train('--bogus'), 'bogus'),
+    Case('train-missing-train-dir', 'train',
+         lambda d: _train('--config.phases=(1,)', f'--config.data.train_dir={d}/none',
+                          f'--config.data.val_dir={_photos(d, "val")}')(d), 'none'),
+    Case('train-empty-val-dir', 'train',
+         lambda d: _train('--config.phases=(1,)', f'--config.data.train_dir={_photos(d, "tr")}',
+                          f'--config.data.val_dir={_dir(d, "val_empty")}')(d), 'val_empty'),
     Case('train-positional-argument', 'train', _train('extra'), 'extra'),
     # eval.py: folders, modes, weights.
     Case('eval-missing-workdir', 'eval', lambda d: [f'--workdir={d}/missing'], 'missing'),
@@ -118,12 +138,21 @@ CASES = [
     Case('eval-no-common-names', 'eval',
          lambda d: [f'--sr_dir={_image(_dir(d, "sr"), "a.png").parent}',
                     f'--hr_dir={_image(_dir(d, "hr"), "b.png").parent}'], 'no file names'),
+    Case('eval-size-mismatch', 'eval',
+         lambda d: [f'--sr_dir={_sr_hr_pair(d, (24, 32))[0]}', f'--hr_dir={d}/hr'],
+         'a.png is 24x32'),
     Case('eval-corrupt-lpips-file', 'eval',
          lambda d: [f'--sr_dir={_sr_hr_pair(d)[0]}', f'--hr_dir={d}/hr',
                     f'--lpips_file={_file(d, "lpips_vgg16.npz")}'], 'lpips_vgg16.npz'),
     Case('eval-missing-lpips-file', 'eval',
          lambda d: [f'--sr_dir={_sr_hr_pair(d)[0]}', f'--hr_dir={d}/hr',
                     f'--lpips_file={d}/nowhere.npz'], 'nowhere.npz'),
+    Case('eval-corrupt-run-config', 'eval',
+         lambda d: [f'--workdir={_file(d, "run/config.json", b"{not json").parent}',
+                    f'--test_dir={_image(_dir(d, "test"), "a.png").parent}'], 'config.json'),
+    Case('eval-bad-value-in-run-config', 'eval',
+         lambda d: [f'--workdir={_file(d, "run/config.json", BAD_SCALE).parent}',
+                    f'--test_dir={_image(_dir(d, "test"), "a.png").parent}'], 'scale=-2'),
     # infer.py: inputs, outputs, options.
     Case('infer-missing-input', 'infer',
          lambda d: ['-i', f'{d}/nowhere.png', '-o', f'{d}/out', f'--workdir={d}'],
@@ -150,6 +179,16 @@ CASES = [
          lambda d: ['-i', str(_image(d, 'a.png')), '-o',
                     f'{_file(d, "blocker")}/sub/', f'--workdir={d}'], 'blocker'),
     Case('infer-missing-input-flag', 'infer', lambda d: ['-o', f'{d}/out'], 'input'),
+    Case('infer-gif-input', 'infer',
+         lambda d: ['-i', str(_file(d, 'anim.gif', b'GIF89a')), '-o', f'{d}/out',
+                    f'--workdir={d}'], 'anim.gif'),
+    Case('infer-oversized-image', 'infer',
+         lambda d: ['-i', str(huge_header_png(d / 'huge.png')), '-o', f'{d}/out',
+                    f'--workdir={d}'], 'huge.png: too large to decode'),
+    Case('infer-hard-link-output', 'infer',
+         lambda d: ['-i', str(_image(_dir(d, 'photos'), 'a.png').parent), '-o',
+                    str(_hard_link(d / 'photos' / 'a.png', d / 'out' / 'a.png').parent),
+                    '--overwrite', f'--workdir={d}'], 'replace the input'),
     # srrgan-weights: commands, converters.
     Case('weights-no-command', 'weights', lambda d: [], 'where, fetch, convert, verify', 2),
     Case('weights-unknown-command', 'weights', lambda d: ['frobnicate'], 'frobnicate', 2),
@@ -195,8 +234,10 @@ CASES = [
 
 
 def _hashes(folder: Path) -> dict[str, str]:
+  """Content hash of every file; the run directory's lock file (`run_lock`) may appear."""
   return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(folder.rglob('*')) if p.is_file()}
+          for p in sorted(folder.rglob('*'))
+          if p.is_file() and not p.name.startswith('.lock.process')}
 
 
 def test_the_table_is_big_and_distinct():
