@@ -263,3 +263,17 @@ def test_bad_input_is_one_line_and_changes_nothing(case, tmp_path, monkeypatch):
   assert lines[0].startswith(f'{prefix}: error: '), lines[0]
   assert case.names in lines[0], lines[0]
   assert _hashes(tmp_path) == before
+
+
+def test_verbose_adds_the_traceback_of_a_user_error(tmp_path):
+  command, _ = COMMANDS['train']
+  arguments = _train('--config.phase1.epochs=0')(tmp_path)
+  env = {**os.environ, 'PYTHONPATH': str(REPO)}
+  quiet, verbose = (subprocess.run(command + arguments + extra, capture_output=True,
+                                   text=True, cwd=tmp_path, env=env, timeout=300)
+                    for extra in ([], ['--verbose']))
+  assert quiet.returncode == verbose.returncode == 1
+  assert 'Traceback' not in quiet.stderr
+  assert 'Traceback (most recent call last)' in verbose.stderr
+  assert 'srrgan_jax/config_check.py' in verbose.stderr
+  assert verbose.stderr.strip().splitlines()[-1] == quiet.stderr.strip()
