@@ -115,7 +115,27 @@ def test_damaged_checkpoint_batch_size_change_and_full_disk(tmp_path, tiny_run_c
   assert moved.read_bytes() == truncated  # Kept as it was, for inspection.
 
   monkeypatch.setattr(checkpoints, 'save', real_save)
-  loop.run(config, workdir)  # Resumes from step 3 again and finishes the phase.
+  # An asynchronous save that runs out of space reports it when the run waits for it.
+  real_make = checkpoints.make_manager
+
+  def make_manager_on_full_disk(*args, **kwargs):
+    manager = real_make(*args, **kwargs)
+    real_wait, failed = manager.wait_until_finished, []
+
+    def wait():
+      real_wait()
+      if not failed:
+        failed.append(True)
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    manager.wait_until_finished = wait
+    return manager
+
+  monkeypatch.setattr(checkpoints, 'make_manager', make_manager_on_full_disk)
+  with pytest.raises(loop.CheckpointSaveError, match=r'phase1: no space left to save step 4'):
+    loop.run(config, workdir, stop_after_steps={1: 4})
+  monkeypatch.setattr(checkpoints, 'make_manager', real_make)
+  loop.run(config, workdir)  # Resumes and finishes the phase.
   assert [s for s, _ in run_dir.list_checkpoints(workdir, 1)][-1] == 6
   assert json.loads((workdir / 'config.json').read_text())['phases'] == [1]
 

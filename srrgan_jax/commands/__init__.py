@@ -21,7 +21,6 @@ _VERBOSE = flags.DEFINE_bool(
 # `--config.a.b=1` or `--config.a.b 1`: a config override on the command line.
 _OVERRIDE = re.compile(r'^--?config\.([A-Za-z0-9_.]+)(=|$)')
 
-
 _name = ['srrgan']  # The running command's name, the prefix of its error lines.
 
 

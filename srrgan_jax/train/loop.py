@@ -10,6 +10,7 @@ skips finished phases.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -226,7 +227,8 @@ class PhaseRun:
       self.monitor.plot()
       return self._hand_on(step)
     finally:
-      self.manager.wait_until_finished()  # Async saves complete before anything exits.
+      with self._space_errors():  # Async saves complete before anything exits.
+        self.manager.wait_until_finished()
       if self.iterator is not None and hasattr(self.iterator, 'close'):
         self.iterator.close()
       self.manager.close()
@@ -316,13 +318,24 @@ class PhaseRun:
 
   def _save(self, step: int, val_loss: Optional[float] = None) -> None:
     self.loop.step = step
-    try:
+    with self._space_errors():
       checkpoints.save(self.manager, step, self.state, self.iterator, self.loop.to_json(),
                        run_dir.config_to_dict(self.config), val_loss=val_loss)
+
+  @contextlib.contextmanager
+  def _space_errors(self):
+    """A full disk during a save as one CheckpointSaveError.
+
+    An asynchronous save reports it at the next save or when the run waits for it.
+    """
+    try:
+      yield
+    except CheckpointSaveError:
+      raise
     except OSError as e:
       if e.errno not in (errno.ENOSPC, errno.EDQUOT):
         raise
-      raise self._disk_full(step, e) from e
+      raise self._disk_full(self.loop.step if self.loop else 0, e) from e
 
   def _disk_full(self, step: int, error: OSError) -> CheckpointSaveError:
     """The error of a save that ran out of space, naming the folder and the space needed."""
