@@ -39,6 +39,32 @@ class CheckpointError(errors.UserError, ValueError):
   """A checkpoint is missing, not an srrgan-jax checkpoint, or incompatible."""
 
 
+class DamagedCheckpointError(CheckpointError):
+  """A checkpoint's files are missing or truncated; Orbax cannot read it back."""
+
+  def __init__(self, step_dir, cause: BaseException):
+    self.step_dir = pathlib.Path(step_dir)
+    lines = str(cause).strip().splitlines()
+    self.reason = f'{type(cause).__name__}: {lines[0][:200] if lines else "unreadable"}'
+    super().__init__(f'{self.step_dir}: damaged checkpoint ({self.reason}).')
+
+
+@contextlib.contextmanager
+def _reading(step_dir):
+  """Turns any failure of Orbax reading `step_dir` into DamagedCheckpointError.
+
+  Orbax and TensorStore raise plain Exceptions (with pages of detail) for
+  missing or truncated files.
+  """
+  try:
+    with _quiet_orbax():
+      yield
+  except CheckpointError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise DamagedCheckpointError(step_dir, e) from e
+
+
 def make_manager(directory, phase: int, *, async_save: bool = True,
                  keep_steps: Iterable[int] = ()) -> ocp.CheckpointManager:
   """The Orbax manager that writes phase `phase` into `directory`.
@@ -94,9 +120,10 @@ def save(manager: ocp.CheckpointManager, step: int, state, iterator,
 
 
 def read_json_items(manager: ocp.CheckpointManager, step: int) -> tuple[dict, dict]:
-  """(loop_state, config_dict) of a saved step."""
-  restored = manager.restore(step, args=ocp.args.Composite(
-      **{LOOP: ocp.args.JsonRestore(), CONFIG: ocp.args.JsonRestore()}))
+  """(loop_state, config_dict) of a saved step; DamagedCheckpointError if unreadable."""
+  with _reading(pathlib.Path(manager.directory) / str(step)):
+    restored = manager.restore(step, args=ocp.args.Composite(
+        **{LOOP: ocp.args.JsonRestore(), CONFIG: ocp.args.JsonRestore()}))
   return restored[LOOP], restored[CONFIG]
 
 
@@ -124,17 +151,17 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, iterator)
   """Restores the train state (placed as `abstract_state`'s shardings) and the iterator.
 
   `abstract_state` is a pytree of `jax.ShapeDtypeStruct` with shardings.
-  Returns (state, loop_state, config_dict).
+  Returns (state, loop_state, config_dict); raises DamagedCheckpointError if the
+  files are missing or truncated.
   """
   import grain
   items = {STATE: ocp.args.StandardRestore(abstract_state),
            LOOP: ocp.args.JsonRestore(), CONFIG: ocp.args.JsonRestore()}
   if iterator is not None:
     items[DATA] = grain.checkpoint.CheckpointRestore(iterator)
-  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  with _reading(pathlib.Path(manager.directory) / str(step)):
+    restored = manager.restore(step, args=ocp.args.Composite(**items))
   return restored[STATE], restored[LOOP], restored[CONFIG]
-
-
 
 
 # ---------------------------------------------------------------------------

@@ -42,7 +42,6 @@ from absl import logging
 import cv2
 import grain
 import numpy as np
-import PIL.Image
 
 from srrgan_jax import augment
 from srrgan_jax import errors
@@ -74,17 +73,6 @@ def resolve_dirs(config) -> tuple[Path, Path]:
   return train_dir, val_dir
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-  """(height, width) from the file header when Pillow knows the format, else by decoding."""
-  try:
-    with PIL.Image.open(path) as img:
-      width, height = img.size
-    return height, width
-  except Exception:  # pylint: disable=broad-except
-    pixels = image_io.read_image(path).rgb  # Raises ImageReadError naming the file.
-    return pixels.shape[0], pixels.shape[1]
-
-
 @dataclasses.dataclass(frozen=True)
 class ImageScan:
   """The usable training images of a folder and those skipped, with the reason."""
@@ -103,7 +91,7 @@ def scan_training_images(folder: str, patch_size: int) -> ImageScan:
   usable, skipped = [], []
   for path in image_io.list_images(folder):  # Raises naming a missing/empty folder.
     try:
-      height, width = _image_size(path)
+      height, width = image_io.image_size(path)
     except image_io.ImageReadError as e:
       skipped.append((str(path), str(e)))
       continue
@@ -128,9 +116,9 @@ def decode_pixels(path: str) -> np.ndarray:
 
   Training cuts patches from this and converts only them to float, which is
   ~35% faster than `image_io.read_rgb` on DIV2K frames. Gray is replicated,
-  alpha dropped and EXIF rotation ignored, as in `image_io`.
+  alpha dropped and the EXIF orientation applied, as in `image_io`.
   """
-  flags_ = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
+  flags_ = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
   return cv2.cvtColor(image_io.decode_raw(path, flags_), cv2.COLOR_BGR2RGB)
 
 

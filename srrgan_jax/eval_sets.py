@@ -10,6 +10,7 @@ build their inputs here.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import zlib
 from pathlib import Path
@@ -82,19 +83,36 @@ def eval_crop_size(config, crop: int = 0) -> int:
 
 
 def load_eval_set(folder, config, *, crop: Optional[int] | str = 'config',
-                  max_images: int = 0) -> dict[str, Any]:
+                  max_images: int = 0, skip_unreadable: bool = False) -> dict[str, Any]:
   """Every image of `folder` with its deterministic LR, both in [-1, 1].
 
   crop: 'config' (default) = `eval_crop_size(config)`; an int = that centre crop;
   None = whole images (lists, not stacked; for large sets loop over `eval_paths`
   with `eval_pair` instead of holding all in memory). Returns {'lr', 'hr',
-  'names'} with names relative to `folder`.
+  'names'} with names relative to `folder`. An image that does not decode
+  raises ImageReadError naming it, or with `skip_unreadable` is logged and left
+  out (raising only if none is left).
   """
   if crop == 'config':
     crop = eval_crop_size(config)
   paths = eval_paths(folder, max_images)
+
+  def load(path):
+    try:
+      return eval_pair(path, config, crop)
+    except image_io.ImageReadError as e:
+      if not skip_unreadable:
+        raise
+      logging.warning('Skipping evaluation image: %s', e)
+      return None
+
   with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-    pairs = list(pool.map(lambda path: eval_pair(path, config, crop), paths))
+    loaded = list(pool.map(load, paths))
+  paths = [path for path, pair in zip(paths, loaded) if pair is not None]
+  pairs = [pair for pair in loaded if pair is not None]
+  if not pairs:
+    raise image_io.MissingImagesError(f'{folder}: none of its images decodes (see the '
+                                      'warnings above).')
   hr, lr = [pair[0] for pair in pairs], [pair[1] for pair in pairs]
   if crop is not None:
     hr, lr = np.stack(hr), np.stack(lr)

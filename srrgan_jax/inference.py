@@ -9,6 +9,7 @@ upscaled separately (bicubic) and re-attached.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -168,6 +169,10 @@ class Job:
 def output_suffix(source: Path, ext: str) -> str:
   """The output file extension: the source's for ext='auto', else `ext`."""
   if ext in ('', 'auto'):
+    if source.suffix.lower() not in image_io.IMAGE_SUFFIXES:  # e.g. a GIF: refused now,
+      raise InferenceError(                                   # not after the model ran.
+          f'{source}: cannot write {source.suffix or "suffix-less"} outputs; pass --ext '
+          f'with one of {", ".join(s.lstrip(".") for s in image_io.IMAGE_SUFFIXES)}.')
     return source.suffix
   suffix = '.' + ext.lower().lstrip('.')
   if suffix not in image_io.IMAGE_SUFFIXES:
@@ -204,7 +209,9 @@ def plan_jobs(input_path, output_path, *, suffix: str = '', ext: str = 'auto') -
     jobs = [Job(source_root, output_root / target_name(source_root))]
   by_target = {}
   for job in jobs:
-    if job.target.resolve() == job.source.resolve():
+    # samefile also catches a hard link of the input (same inode, another name).
+    if job.target.resolve() == job.source.resolve() or (
+        job.target.exists() and os.path.samefile(job.target, job.source)):
       raise InferenceError(f'{job.source}: the output would replace the input; choose '
                            'another output folder or a --suffix.')
     if job.target in by_target:
@@ -238,6 +245,21 @@ def check_writable(jobs: Sequence[Job]) -> None:
                            'choose another output path or fix its permissions.') from e
 
 
+def _kept(job: Job, overwrite: bool) -> bool:
+  """True if the job's output exists whole and is not to be replaced.
+
+  Outputs are written atomically, but a file cut short by an older version or
+  another tool is not trusted: it is reported and written again.
+  """
+  if overwrite or not job.target.exists():
+    return False
+  if not image_io.is_complete(job.target):
+    print(f'{job.target}: incomplete (an interrupted write?); writing it again.',
+          file=sys.stderr)
+    return False
+  return True
+
+
 @dataclasses.dataclass
 class Summary:
   """What `upscale_files` did."""
@@ -255,7 +277,7 @@ def upscale_files(upscaler: Upscaler, jobs: Sequence[Job], *, outscale: Optional
   warned_alpha = False
   for job in bar:
     bar.set_postfix_str(job.source.name, refresh=False)
-    if job.target.exists() and not overwrite:
+    if _kept(job, overwrite):
       bar.write(f'{job.target}: exists, kept (pass --overwrite to replace it).')
       summary.existing.append(job.target)
       continue
@@ -281,7 +303,7 @@ def upscale_files(upscaler: Upscaler, jobs: Sequence[Job], *, outscale: Optional
                 'is dropped (use --ext png to keep it).')
       warned_alpha = True
     image_io.write_image(job.target, rgb, alpha, bit_depth=image.bit_depth,
-                         grayscale=image.grayscale)
+                         grayscale=image.grayscale, icc_profile=image.icc_profile)
     summary.written.append(job.target)
   return summary
 
@@ -305,8 +327,13 @@ def run(input_path, output_path, *, workdir: str = '', checkpoint: str = '',
                          '--compute_dtype (the file has its own precision).')
   jobs = plan_jobs(input_path, output_path, suffix=suffix, ext=ext)
   check_writable(jobs)
-  existing = [] if overwrite else [job.target for job in jobs if job.target.exists()]
+  existing = [job.target for job in jobs if _kept(job, overwrite)]
   todo = [job for job in jobs if job.target not in existing]
+  if todo and Path(input_path).is_file():  # One file: refuse it before loading a model.
+    try:
+      image_io.read_image(input_path)
+    except image_io.ImageReadError as e:
+      raise InferenceError(str(e)) from e
   summary = Summary()
   if todo:
     if onnx:
@@ -317,7 +344,8 @@ def run(input_path, output_path, *, workdir: str = '', checkpoint: str = '',
       config, params = load_model(workdir=workdir, checkpoint=checkpoint, use_ema=use_ema)
       upscaler = Upscaler(config, params, tile=tile, overlap=overlap,
                           batch_size=batch_size, compute_dtype=compute_dtype)
-    summary = upscale_files(upscaler, todo, outscale=outscale, overwrite=overwrite,
+    # `todo` holds only outputs to write (missing, incomplete, or --overwrite).
+    summary = upscale_files(upscaler, todo, outscale=outscale, overwrite=True,
                             degrade=degrade, show_progress=show_progress)
   summary.existing[:0] = existing
   kept = (f'{len(summary.existing)} existing output(s) kept (--overwrite replaces them).'

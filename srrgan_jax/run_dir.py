@@ -2,7 +2,9 @@
 
   WORKDIR/config.json                         the configuration of the latest command
   WORKDIR/checkpoints/phase{1,2,3}/<step>/    Orbax checkpoints (see `checkpoints`)
+  WORKDIR/checkpoints/damaged/phaseN-<step>/  checkpoints found damaged, set aside
   WORKDIR/selected.json                       the model evaluation selected
+  WORKDIR/.lock.process<i>                    held while training (see `run_lock`)
 
 A phase hands on its best checkpoint: the lowest validation loss in phases 1-2;
 in phase 3 the one named in selected.json, else the latest. `check_fits` is the
@@ -25,6 +27,8 @@ import numpy as np
 
 from configs import fields
 from srrgan_jax import checkpoints
+from srrgan_jax import config_check
+from srrgan_jax import errors
 from srrgan_jax import models
 from srrgan_jax.checkpoints import CheckpointError
 
@@ -74,6 +78,18 @@ def describe_differences(diffs: dict[str, tuple[Any, Any]]) -> str:
   return '; '.join(f'{k}: checkpoint {a!r} vs config {b!r}' for k, (a, b) in diffs.items())
 
 
+def _read_json(path: pathlib.Path) -> dict:
+  """A run file's JSON; CheckpointError naming the file if it is damaged."""
+  try:
+    data = json.loads(path.read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise CheckpointError(f'{path}: unreadable ({e}); restore it, or delete it if the '
+                          'run\'s checkpoints still hold their configuration.') from e
+  if not isinstance(data, dict):
+    raise CheckpointError(f'{path}: not a JSON object; restore or delete it.')
+  return data
+
+
 def _write_atomically(path: pathlib.Path, data: dict) -> None:
   tmp = path.with_name(path.name + '.tmp')
   tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + '\n')
@@ -95,10 +111,14 @@ def write_config(workdir, config: ml_collections.ConfigDict) -> pathlib.Path:
 
 
 def check_run_config(workdir, config: ml_collections.ConfigDict) -> None:
-  """Refuses a run directory that was made with another model, naming the fields."""
+  """Refuses a run directory whose checkpoints were made with another model, naming the fields.
+
+  A config.json without checkpoints (a run that failed before its first save)
+  protects nothing and is simply replaced.
+  """
   path = pathlib.Path(workdir) / CONFIG_FILE
-  if path.is_file():
-    check_fits(config, path, saved_config=json.loads(path.read_text()), with_disc=True)
+  if path.is_file() and has_checkpoints(workdir):
+    check_fits(config, path, saved_config=_read_json(path), with_disc=True)
 
 
 def read_config(workdir) -> ml_collections.ConfigDict:
@@ -109,7 +129,12 @@ def read_config(workdir) -> ml_collections.ConfigDict:
                           '--workdir of a training run.')
   path = workdir / CONFIG_FILE
   if path.is_file():
-    return config_from_dict(json.loads(path.read_text()))
+    config = config_from_dict(_read_json(path))
+    try:  # A hand-edited config.json is named here, not deep in evaluation.
+      config_check.check_config(config, known_fields_only=False)
+    except errors.ConfigError as e:
+      raise CheckpointError(f'{path}: {e}') from e
+    return config
   for phase in reversed(PHASES):
     found = list_checkpoints(workdir, phase)
     if found:
@@ -125,7 +150,7 @@ def read_selected(workdir) -> Optional[dict]:
   path = pathlib.Path(workdir) / SELECTED_FILE
   if not path.is_file():
     return None
-  return json.loads(path.read_text())
+  return _read_json(path)
 
 
 def write_selected(workdir, phase: int, step: int, info: Optional[dict] = None) -> pathlib.Path:
@@ -169,6 +194,38 @@ def best_checkpoint(workdir, phase: int) -> Optional[tuple[int, pathlib.Path]]:
     _, step = min(scored)
     return step, directory / str(step)
   return found[-1][0], directory / str(found[-1][0])
+
+
+def has_checkpoints(workdir) -> bool:
+  """True if any phase of the run has a finished checkpoint."""
+  return latest_checkpoint(workdir) is not None
+
+
+def latest_checkpoint(workdir) -> Optional[pathlib.Path]:
+  """The newest finished checkpoint of the run's latest phase that has one, or None."""
+  for phase in reversed(PHASES):
+    found = list_checkpoints(workdir, phase)
+    if found:
+      return found[-1][1]
+  return None
+
+
+def set_aside(step_dir) -> pathlib.Path:
+  """Moves a damaged checkpoint out of its phase to checkpoints/damaged/ (kept, not deleted).
+
+  Process 0 moves it; every process returns the new place.
+  """
+  step_dir = pathlib.Path(step_dir)
+  damaged = step_dir.parent.parent / 'damaged'
+  target = damaged / f'{step_dir.parent.name}-{step_dir.name}'
+  number = 1
+  while target.exists():  # An earlier damaged copy of the same step is kept too.
+    number += 1
+    target = damaged / f'{step_dir.parent.name}-{step_dir.name}-{number}'
+  if jax.process_index() == 0:
+    damaged.mkdir(parents=True, exist_ok=True)
+    os.replace(step_dir, target)
+  return target
 
 
 def _is_step_dir(path: pathlib.Path) -> bool:

@@ -37,7 +37,7 @@ def _cut_subimages(path: Path, input_dir: Path, output_dir: Path, crop: int, ste
                                  [cv2.IMWRITE_PNG_COMPRESSION, compression])
       if not ok:
         raise OSError(f'{path}: OpenCV could not encode sub-image {count} as PNG.')
-      encoded.tofile(target / f'{path.stem}_s{count:03d}.png')
+      image_io.write_bytes_atomic(target / f'{path.stem}_s{count:03d}.png', encoded.tobytes())
   return count
 
 
@@ -45,14 +45,20 @@ def extract_subimages(input_dir, output_dir, *, crop: int = 480, step: int = 240
                       workers: int = 0, compression: int = 3) -> tuple[int, int, list[str]]:
   """Cuts every image under `input_dir` into crop x crop PNGs every `step` px.
 
-  Keeps bit depth, gray and alpha as they are; sub-folders are mirrored. Prints
-  progress every 50 images. Returns (images done, sub-images written, error
-  messages of images that failed).
+  Keeps bit depth, gray and alpha as they are; sub-folders are mirrored. An
+  `output_dir` inside `input_dir` is left out of the input, so a second run does
+  not cut sub-images of sub-images. Prints progress every 50 images. Returns
+  (images done, sub-images written, error messages of images that failed).
   """
   input_dir, output_dir = Path(input_dir), Path(output_dir)
   if step < 1 or crop < 1:
     raise ValueError(f'crop={crop} and step={step} must be positive.')
-  paths = image_io.list_images(input_dir)
+  own_output = output_dir.resolve()
+  paths = [path for path in image_io.list_images(input_dir)
+           if not path.resolve().is_relative_to(own_output)]
+  if not paths:
+    raise image_io.MissingImagesError(
+        f'{input_dir}: no images outside the output folder {output_dir}.')
   cut = functools.partial(_cut_subimages, input_dir=input_dir, output_dir=output_dir,
                           crop=crop, step=step, compression=compression)
   done, written, errors = 0, 0, []

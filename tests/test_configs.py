@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from configs import fields
+from srrgan_jax import config_check
+from srrgan_jax import errors
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
 # configs/fields.py classifies the fields; it is not a config.
@@ -25,6 +27,7 @@ def test_every_config_loads(name):
   assert set(config.phases) <= {1, 2, 3}
   from srrgan_jax import eval_sets  # pylint: disable=g-import-not-at-top
   assert eval_sets.eval_crop_size(config) % (8 * config.scale) == 0  # Raises if it does not fit.
+  config_check.check_config(config)  # Raises naming a field that cannot work.
 
 
 def test_default_matches_reference_numbers():
@@ -118,5 +121,55 @@ def test_train_command_reports_a_bad_config_value_in_one_line(tmp_path):
        '--config.phases=(2, 1)', f'--workdir={tmp_path / "run"}'],
       capture_output=True, text=True, cwd=repo, timeout=300)
   assert result.returncode == 1
-  assert 'train: error: config.phases=(2, 1) must be an increasing subset' in result.stderr
+  assert result.stderr.strip() == ('train: error: config field phases=(2, 1) is not valid: '
+                                   'it must be an increasing subset of (1, 2, 3), e.g. "(3,)".')
   assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('field,value,allowed', [
+    ('phase1.epochs', 0, 'an integer >= 1'),
+    ('data.steps_per_epoch', -1, 'an integer >= 0'),
+    ('data.batch_size', -4, 'an integer >= 1'),
+    ('data.patch_size', 40, 'a multiple of 16'),
+    ('model.dropout_rate', 1.0, 'a number >= 0 and < 1'),
+    ('model.compute_dtype', 'float16', "one of 'float32', 'bfloat16'"),
+    ('model.decoder_channels', (8, 8), 'one entry per encoder stage (3'),
+    ('degradation.jpeg_prob', 1.5, 'a number >= 0 and <= 1'),
+    ('degradation.jpeg_quality_range', (60, 120), 'min <= max <= 100'),
+    ('degradation.resize_methods', ('nearest',), "a non-empty tuple of 'bilinear'"),
+    ('degradation.realesrgan.sinc_prob', -0.1, 'a number >= 0 and <= 1'),
+    ('loss.perceptual_layers', ('block9_conv1',), 'a non-empty tuple of VGG19 layers'),
+    ('loss.gan_weight', float('nan'), 'a number >= 0'),
+    ('phase2.plateau_factor', 1.0, 'a number > 0 and < 1'),
+    ('phase3.clip_mode', 'norm', "one of 'per_tensor', 'global'"),
+    ('ema_decay', 1.0, 'a number >= 0 and < 1'),
+    ('weights.fetch_sources', ('ftp',), "a non-empty tuple of 'pypi'"),
+    ('inference.overlap', 16, 'smaller than inference.tile (16)'),
+    ('distributed.process_id', -2, 'an integer >= -1'),
+])
+def test_config_check_names_field_value_and_allowed_range(field, value, allowed):
+  config = importlib.import_module('configs.tiny').get_config()
+  block, _, name = field.rpartition('.')
+  target = config
+  for part in block.split('.') if block else ():
+    target = target[part]
+  target[name] = value
+  with pytest.raises(errors.ConfigError) as raised:
+    config_check.check_config(config)
+  message = str(raised.value)
+  assert message.startswith(f'config field {field}={value!r} is not valid: it must be ')
+  assert allowed in message
+
+
+def test_config_check_names_an_unknown_field_and_its_blocks_fields():
+  config = importlib.import_module('configs.tiny').get_config()
+  config.data.foo = 1
+  with pytest.raises(errors.ConfigError, match=r'config field data.foo does not exist; '
+                     r'block data has: batch_size, eval_batch_size, .*val_dir\.$'):
+    config_check.check_config(config)
+  config_check.check_config(config, known_fields_only=False)  # An older run's field.
+
+
+def test_every_rule_names_a_field_of_the_recipe():
+  names = fields.flatten(importlib.import_module('configs.default').get_config().to_dict())
+  assert set(config_check.RULES) <= set(names)

@@ -216,3 +216,12 @@ def test_steps_per_epoch(photo_folder):
   assert data.train_steps_per_epoch(c, train_dir=photo_folder) == 6 * 2 // 4
   c.data.steps_per_epoch = 7
   assert data.train_steps_per_epoch(c, train_dir=photo_folder) == 7
+
+
+def test_scan_skips_an_image_too_large_for_opencv(tmp_path, caplog):
+  from test_image_io import huge_header_png
+  image_io.write_image(tmp_path / 'a.png', photo_like(40, 40))
+  huge_header_png(tmp_path / 'huge.png')
+  scan = data.scan_training_images(str(tmp_path), 32)
+  assert scan.paths == (str(tmp_path / 'a.png'),)
+  assert 'huge.png: too large to decode' in dict(scan.skipped)[str(tmp_path / 'huge.png')]

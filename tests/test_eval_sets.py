@@ -50,3 +50,18 @@ def test_eval_crop_is_the_validation_crop_else_the_patch_size(tmp_path):
     eval_sets.eval_crop_size(c)
   with pytest.raises(ValueError, match='crop size 24 is not a multiple of 16.*e.g. 16'):
     eval_sets.eval_crop_size(c, 24)
+
+
+def test_validation_set_can_skip_unreadable_images(tmp_path, caplog):
+  from test_image_io import huge_header_png
+  image_io.write_image(tmp_path / 'a.png', photo_like(40, 40))
+  huge_header_png(tmp_path / 'b.png')
+  c = tiny.get_config()
+  with pytest.raises(image_io.ImageReadError, match='b.png: too large'):
+    eval_sets.load_eval_set(tmp_path, c)
+  loaded = eval_sets.load_eval_set(tmp_path, c, skip_unreadable=True)
+  assert loaded['names'] == ['a.png'] and loaded['hr'].shape == (1, 32, 32, 3)
+  assert 'b.png: too large' in caplog.text
+  (tmp_path / 'a.png').write_bytes(b'garbage')
+  with pytest.raises(FileNotFoundError, match='none of its images decodes'):
+    eval_sets.load_eval_set(tmp_path, c, skip_unreadable=True)

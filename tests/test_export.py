@@ -225,7 +225,7 @@ def test_export_cli_errors_are_one_line(tmp_path, run_dir, case):
   result = run_export_cli(*args)
   assert result.returncode == 1
   assert result.stderr.strip().count('\n') == 0 and message in result.stderr, result.stderr
-  assert result.stderr.startswith('Error: ')
+  assert result.stderr.startswith('srrgan-export: error: ')
 
 
 def test_an_output_folder_is_refused(tmp_path):

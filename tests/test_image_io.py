@@ -1,6 +1,15 @@
 """Image reading/writing keeps bit depth, grayscale and alpha; bad files raise naming the path."""
 
+import errno
+import struct
+import tempfile
+import zlib
+
+import cv2
 import numpy as np
+import PIL.Image
+import PIL.ImageCms
+import PIL.ImageOps
 import pytest
 
 from srrgan_jax import image_io
@@ -70,3 +79,127 @@ def test_list_images(tmp_path):
   names = [p.relative_to(tmp_path).as_posix() for p in image_io.list_images(tmp_path)]
   assert names == ['a.JPG', 'b/deep.png']
   assert image_io.list_images(tmp_path, recursive=False)[0].name == 'a.JPG'
+
+
+def huge_header_png(path, width=100_000, height=100_000):
+  """A PNG whose header claims width x height pixels (more than OpenCV decodes)."""
+  def chunk(kind, payload):
+    return (struct.pack('>I', len(payload)) + kind + payload
+            + struct.pack('>I', zlib.crc32(kind + payload)))
+  path.write_bytes(b'\x89PNG\r\n\x1a\n'
+                   + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0))
+                   + chunk(b'IDAT', zlib.compress(b'\0' * 64)) + chunk(b'IEND', b''))
+  return path
+
+
+def test_huge_header_is_a_read_error_naming_the_file(tmp_path):
+  path = huge_header_png(tmp_path / 'huge.png')
+  for read in (image_io.read_image, image_io.decode_raw,
+               lambda p: image_io.decode_raw(p, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)):
+    with pytest.raises(image_io.ImageReadError, match=r'huge\.png: too large to decode'):
+      read(path)
+
+
+def _photo_with_orientation(path, pixels, orientation):
+  exif = PIL.Image.Exif()
+  exif[0x0112] = orientation
+  PIL.Image.fromarray(pixels).save(path, exif=exif)
+
+
+@pytest.mark.parametrize('orientation', range(1, 9))
+def test_exif_orientation_applied_as_pillow_does(tmp_path, orientation):
+  pixels = np.round(_gradient(6, 9) * 255).astype(np.uint8)
+  path = tmp_path / f'o{orientation}.png'
+  _photo_with_orientation(path, pixels, orientation)
+  with PIL.Image.open(path) as img:
+    upright = np.asarray(PIL.ImageOps.exif_transpose(img)).astype(np.float32) / 255
+  np.testing.assert_allclose(image_io.read_rgb(path), upright, atol=1e-6)
+  # The training decoder turns it the same way.
+  from srrgan_jax import data
+  np.testing.assert_array_equal(data.decode_pixels(str(path)), np.round(upright * 255))
+
+
+def test_phone_jpeg_with_orientation_6_comes_out_upright(tmp_path):
+  pixels = np.zeros((20, 40, 3), np.uint8)
+  pixels[:, :20] = 255  # White left half: after a quarter turn clockwise, the top half.
+  path = tmp_path / 'phone.jpg'
+  _photo_with_orientation(path, pixels, 6)
+  rgb = image_io.read_rgb(path)
+  assert rgb.shape == (40, 20, 3)
+  assert rgb[:18].mean() > 0.95 and rgb[22:].mean() < 0.05
+
+
+def _icc_profile() -> bytes:
+  return PIL.ImageCms.ImageCmsProfile(PIL.ImageCms.createProfile('sRGB')).tobytes()
+
+
+@pytest.mark.parametrize('suffix,bit_depth,alpha', [
+    ('.png', 8, False), ('.png', 16, True), ('.jpg', 8, False), ('.tif', 8, False),
+    ('.tif', 16, True)])
+def test_icc_profile_is_read_and_written(tmp_path, suffix, bit_depth, alpha):
+  icc = _icc_profile()
+  rgb = _gradient()
+  alpha_channel = rgb[:, :, 0] if alpha else None
+  path = tmp_path / f'icc{suffix}'
+  image_io.write_image(path, rgb, alpha_channel, bit_depth=bit_depth, icc_profile=icc)
+  with PIL.Image.open(path) as img:
+    assert img.info.get('icc_profile') == icc
+  loaded = image_io.read_image(path)
+  assert loaded.icc_profile == icc and loaded.bit_depth == bit_depth
+  # Without a profile, none is invented; the pixels are the same either way.
+  image_io.write_image(tmp_path / f'plain{suffix}', rgb, alpha_channel, bit_depth=bit_depth)
+  plain = image_io.read_image(tmp_path / f'plain{suffix}')
+  assert plain.icc_profile is None
+  np.testing.assert_array_equal(loaded.rgb, plain.rgb)
+  if suffix != '.jpg':
+    tol = 0.5 / (255 if bit_depth == 8 else 65535) + 1e-7
+    np.testing.assert_allclose(loaded.rgb, rgb, atol=tol)
+  if alpha:
+    np.testing.assert_allclose(loaded.alpha, alpha_channel, atol=tol)
+
+
+@pytest.mark.parametrize('bit_depth', [8, 16])
+def test_gray_alpha_png_round_trip_stays_gray_alpha(tmp_path, bit_depth):
+  gray = _gradient()[:, :, 0]
+  alpha = _gradient()[:, :, 1]
+  path = tmp_path / 'ga.png'
+  image_io.write_image(path, np.repeat(gray[:, :, None], 3, axis=2), alpha,
+                       bit_depth=bit_depth, grayscale=True)
+  assert path.read_bytes()[25] == 4  # PNG colour type 4: gray + alpha.
+  loaded = image_io.read_image(path)
+  tol = 0.5 / (255 if bit_depth == 8 else 65535) + 1e-7
+  assert loaded.grayscale and loaded.bit_depth == bit_depth
+  np.testing.assert_allclose(loaded.rgb[:, :, 1], gray, atol=tol)
+  np.testing.assert_allclose(loaded.alpha, alpha, atol=tol)
+
+
+def test_failed_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+  target = tmp_path / 'out.png'
+  image_io.write_image(target, _gradient())
+  before = target.read_bytes()
+  real_temp = tempfile.NamedTemporaryFile
+
+  class _FullDisk:
+    """A temporary file on a disk that fills up after a few bytes."""
+
+    def __init__(self, **kwargs):
+      self._file = real_temp(**kwargs)
+      self.name = self._file.name
+
+    def write(self, contents):
+      self._file.write(contents[:10])
+      self._file.flush()
+      raise OSError(errno.ENOSPC, 'No space left on device')
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc):
+      self._file.close()
+
+  monkeypatch.setattr(image_io.tempfile, 'NamedTemporaryFile', _FullDisk)
+  with pytest.raises(image_io.ImageWriteError,
+                     match=rf'{tmp_path}: writing out.png \(\d+ bytes\) failed \(No space left'):
+    image_io.write_image(target, 1 - _gradient())
+  assert target.read_bytes() == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['out.png']

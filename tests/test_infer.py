@@ -1,5 +1,7 @@
 """infer.py: what users bring (sizes, bit depths, grayscale, alpha, formats, folders), model choice."""
 
+import errno
+import os
 import pathlib
 import subprocess
 import sys
@@ -242,3 +244,93 @@ def test_whole_image_mode_agrees_with_tiles_and_bfloat16_is_applied(checkpoint):
   # Lowering (not compiling: slow on CPU) shows the convolutions run in bfloat16.
   bf16 = models.GeneratorForward(config, compute_dtype='bfloat16')
   assert 'bf16' in bf16.lower(params, (1, 16, 16, 3)).as_text()
+
+
+def test_a_hard_link_of_the_input_is_never_the_output(tmp_path):
+  write(tmp_path / 'in' / 'a.png', random_pixels((4, 4, 3)))
+  before = (tmp_path / 'in' / 'a.png').read_bytes()
+  (tmp_path / 'out').mkdir()
+  os.link(tmp_path / 'in' / 'a.png', tmp_path / 'out' / 'a.png')
+  with pytest.raises(inference.InferenceError, match='the output would replace the input'):
+    inference.run(tmp_path / 'in', tmp_path / 'out', overwrite=True, checkpoint='/nonexistent')
+  assert (tmp_path / 'in' / 'a.png').read_bytes() == before
+
+
+def test_a_partial_output_is_written_again_and_writes_are_atomic(tmp_path, checkpoint,
+                                                                monkeypatch, capsys):
+  write(tmp_path / 'in' / 'a.png', random_pixels((16, 16, 3)))
+  write(tmp_path / 'in' / 'b.jpg', random_pixels((16, 16, 3)))
+  inference.run(tmp_path / 'in', tmp_path / 'out', checkpoint=checkpoint, show_progress=False)
+  whole = {name: (tmp_path / 'out' / name).read_bytes() for name in ('a.png', 'b.jpg')}
+  for name, contents in whole.items():  # As a full disk left them with an older version.
+    (tmp_path / 'out' / name).write_bytes(contents[:len(contents) // 2])
+  summary = inference.run(tmp_path / 'in', tmp_path / 'out', checkpoint=checkpoint,
+                          show_progress=False)
+  assert sorted(p.name for p in summary.written) == ['a.png', 'b.jpg']
+  assert 'out/a.png: incomplete (an interrupted write?); writing it again.' in (
+      capsys.readouterr().err)
+  for name, contents in whole.items():
+    assert (tmp_path / 'out' / name).read_bytes() == contents
+  # A write that fails (full disk) leaves neither a partial file nor a temporary one.
+  real_temp = image_io.tempfile.NamedTemporaryFile
+
+  def full_disk_temp(**kwargs):  # Writes ten bytes, then the disk is full.
+    handle = real_temp(**kwargs)
+    real = handle.write
+
+    def write_part(contents):
+      real(contents[:10])
+      handle.flush()
+      raise OSError(errno.ENOSPC, 'No space left on device')
+
+    handle.write = write_part
+    return handle
+
+  monkeypatch.setattr(image_io.tempfile, 'NamedTemporaryFile', full_disk_temp)
+  (tmp_path / 'out' / 'a.png').unlink()
+  with pytest.raises(image_io.ImageWriteError, match=r'out: writing a.png .*No space left'):
+    inference.run(tmp_path / 'in', tmp_path / 'out', checkpoint=checkpoint,
+                  show_progress=False)
+  assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['b.jpg']
+
+
+def test_single_unreadable_or_unwritable_inputs_are_refused_before_the_model(tmp_path):
+  from test_image_io import huge_header_png
+  huge = huge_header_png(tmp_path / 'huge.png')
+  with pytest.raises(inference.InferenceError, match='huge.png: too large to decode'):
+    inference.run(huge, tmp_path / 'out', checkpoint='/nonexistent')
+  gif = tmp_path / 'anim.gif'
+  gif.write_bytes(b'GIF89a')
+  with pytest.raises(inference.InferenceError, match=r'anim.gif: cannot write .gif outputs; '
+                     'pass --ext'):
+    inference.run(gif, tmp_path / 'out', checkpoint='/nonexistent')
+  assert not (tmp_path / 'out').exists()
+
+
+def test_a_folder_with_an_oversized_image_does_the_others(tmp_path, checkpoint):
+  from test_image_io import huge_header_png
+  write(tmp_path / 'in' / 'a.png', random_pixels((16, 16, 3)))
+  huge_header_png(tmp_path / 'in' / 'b_huge.png')
+  write(tmp_path / 'in' / 'c.png', random_pixels((16, 16, 3)))
+  summary = inference.run(tmp_path / 'in', tmp_path / 'out', checkpoint=checkpoint,
+                          show_progress=False)
+  assert [p.name for p in summary.written] == ['a.png', 'c.png']
+  assert [(p.name, 'too large to decode' in why) for p, why in summary.failed] == [
+      ('b_huge.png', True)]
+
+
+def test_exif_orientation_and_icc_profile_carry_to_the_output(tmp_path, checkpoint):
+  import PIL.Image
+  import PIL.ImageCms
+  icc = PIL.ImageCms.ImageCmsProfile(PIL.ImageCms.createProfile('sRGB')).tobytes()
+  exif = PIL.Image.Exif()
+  exif[0x0112] = 6  # Stored sideways: a quarter turn clockwise shows it upright.
+  (tmp_path / 'in').mkdir()
+  for suffix in ('.png', '.jpg', '.tif'):
+    PIL.Image.fromarray(random_pixels((16, 24, 3))).save(
+        tmp_path / 'in' / f'phone{suffix}', exif=exif, icc_profile=icc)
+  inference.run(tmp_path / 'in', tmp_path / 'out', checkpoint=checkpoint, show_progress=False)
+  for suffix in ('.png', '.jpg', '.tif'):
+    with PIL.Image.open(tmp_path / 'out' / f'phone{suffix}') as out:
+      assert out.size == (32, 48), suffix  # (width, height) of the upright image, x2.
+      assert out.info.get('icc_profile') == icc, suffix

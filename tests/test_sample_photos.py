@@ -20,7 +20,7 @@ def test_sample_photos_are_real_colour_photos_with_provenance(tmp_path, monkeypa
   provenance = (root / 'PROVENANCE.md').read_text()
   for name in train_names | val_names:
     assert name in provenance
-    height, width = data._image_size(next(root.glob(f'*/{name}')))
+    height, width = image_io.image_size(next(root.glob(f'*/{name}')))
     assert min(height, width) >= 256  # Enough for the reference 256px patches.
   pixels = data.decode_pixels(str(val / 'coffee.png')).astype(np.float32)
   assert np.abs(pixels[..., 0] - pixels[..., 2]).mean() > 10  # Colour, not gray.

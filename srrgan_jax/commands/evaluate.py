@@ -16,14 +16,11 @@ data.patch_size: 256 in the original protocol); --y_channel (BT.601 luma, as
 BasicSR) or RGB; --crop_border (default: the scale). MAE is on [-1, 1] RGB, LPIPS is VGG16 v0.1.
 """
 
-import sys
-
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
 from srrgan_jax import commands
-from srrgan_jax import errors
 
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Training run directory to evaluate (rank + table mode).')
@@ -87,31 +84,28 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.ERROR)
   from configs import default
   from srrgan_jax import evaluation
-  try:
-    if folder_mode:
-      if not (_SR_DIR.value and _HR_DIR.value):
-        raise app.UsageError('Folder scoring needs both --sr_dir and --hr_dir.')
-      config = default.get_config()
-      config.scale = _SCALE.value
-      config.weights.lpips_file = _LPIPS_FILE.value
-      scores = evaluation.score_folders(
-          _SR_DIR.value, _HR_DIR.value, config=config, crop_size=_CROP_SIZE.value,
-          y_channel=_Y_CHANNEL.value, crop_border=_CROP_BORDER.value)
-      print(evaluation.format_folder_scores(scores))
-      path = evaluation.write_json(scores, _JSON.value or f'{_SR_DIR.value}/scores.json')
-      print(f'Written: {path}')
-      return
-    test_dir = _TEST_DIR.value or _default_test_dir(_WORKDIR.value)
-    evaluation.evaluate_run(
-        _WORKDIR.value, test_dir, out_dir=_OUT.value,
-        full_images=_FULL_IMAGES.value, crop_size=_CROP_SIZE.value,
-        y_channel=_Y_CHANNEL.value, crop_border=_CROP_BORDER.value,
-        use_ema=not _RAW.value, lpips_file=_LPIPS_FILE.value,
-        num_figure_images=_FIGURE_IMAGES.value)
-  except errors.UserError as e:
-    sys.exit(f'eval: error: {e}')
+  if folder_mode:
+    if not (_SR_DIR.value and _HR_DIR.value):
+      raise app.UsageError('Folder scoring needs both --sr_dir and --hr_dir.')
+    config = default.get_config()
+    config.scale = _SCALE.value
+    config.weights.lpips_file = _LPIPS_FILE.value
+    scores = evaluation.score_folders(
+        _SR_DIR.value, _HR_DIR.value, config=config, crop_size=_CROP_SIZE.value,
+        y_channel=_Y_CHANNEL.value, crop_border=_CROP_BORDER.value)
+    print(evaluation.format_folder_scores(scores))
+    path = evaluation.write_json(scores, _JSON.value or f'{_SR_DIR.value}/scores.json')
+    print(f'Written: {path}')
+    return
+  test_dir = _TEST_DIR.value or _default_test_dir(_WORKDIR.value)
+  evaluation.evaluate_run(
+      _WORKDIR.value, test_dir, out_dir=_OUT.value,
+      full_images=_FULL_IMAGES.value, crop_size=_CROP_SIZE.value,
+      y_channel=_Y_CHANNEL.value, crop_border=_CROP_BORDER.value,
+      use_ema=not _RAW.value, lpips_file=_LPIPS_FILE.value,
+      num_figure_images=_FIGURE_IMAGES.value)
 
 
 def run():
   """Entry point of eval.py and the srrgan-eval console script."""
-  commands.run_app(main, __name__)
+  commands.run_app(main, __name__, 'eval')

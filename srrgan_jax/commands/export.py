@@ -12,8 +12,6 @@ and width must be multiples of 8; run them on tiles of the trained size (README
 "Exporting").
 """
 
-import sys
-
 from absl import app
 from absl import flags
 from absl import logging
@@ -44,18 +42,14 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax's restore chatter is not news here.
   # Imported late so --help stays fast.
-  from srrgan_jax import errors
   from srrgan_jax import export
   from srrgan_jax import inference
-  try:
-    export.check_format(_FORMAT.value)  # Both before loading a model.
-    export.check_output_path(_OUTPUT.value)
-    config, params = inference.load_model(workdir=_WORKDIR.value or '',
-                                          checkpoint=_CHECKPOINT.value or '',
-                                          use_ema=not _RAW.value)
-    export.export(config, params, _OUTPUT.value, format=_FORMAT.value, fp16=_FP16.value)
-  except errors.UserError as e:
-    sys.exit(f'Error: {e}')
+  export.check_format(_FORMAT.value)  # Both before loading a model.
+  export.check_output_path(_OUTPUT.value)
+  config, params = inference.load_model(workdir=_WORKDIR.value or '',
+                                        checkpoint=_CHECKPOINT.value or '',
+                                        use_ema=not _RAW.value)
+  export.export(config, params, _OUTPUT.value, format=_FORMAT.value, fp16=_FP16.value)
   hints = export.tiling_metadata(config, fp16=_FP16.value)
   print(f'Wrote {_OUTPUT.value} ({_FORMAT.value}, x{hints["scale"]}, {hints["precision"]}): '
         f'NCHW RGB in [0, 1]; height and width multiples of {hints["size_multiple"]}; run '
@@ -65,7 +59,7 @@ def main(argv):
 
 def run():
   """Entry point of the srrgan-export console script."""
-  commands.run_app(main, __name__)
+  commands.run_app(main, __name__, 'srrgan-export')
 
 
 if __name__ == '__main__':

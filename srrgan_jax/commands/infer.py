@@ -17,7 +17,6 @@ from absl import flags
 from absl import logging
 
 from srrgan_jax import commands
-from srrgan_jax import errors
 
 _INPUT = flags.DEFINE_string(
     'input', None, 'Image file or folder (searched recursively).', short_name='i')
@@ -72,20 +71,17 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax's restore chatter is not news here.
   # Imported late so --help stays fast.
   from srrgan_jax import inference
-  try:
-    summary = inference.run(
-        _INPUT.value, _OUTPUT.value, workdir=_WORKDIR.value or '',
-        checkpoint=_CHECKPOINT.value or '', use_ema=not _RAW.value, tile=_TILE.value,
-        overlap=_OVERLAP.value, batch_size=_BATCH_SIZE.value, outscale=_OUTSCALE.value,
-        degrade=_DEGRADE.value, suffix=_SUFFIX.value, ext=_EXT.value,
-        overwrite=_OVERWRITE.value, compute_dtype=_COMPUTE_DTYPE.value,
-        show_progress=_PROGRESS.value, onnx=_ONNX.value or '')
-  except errors.UserError as e:
-    sys.exit(f'Error: {e}')
+  summary = inference.run(
+      _INPUT.value, _OUTPUT.value, workdir=_WORKDIR.value or '',
+      checkpoint=_CHECKPOINT.value or '', use_ema=not _RAW.value, tile=_TILE.value,
+      overlap=_OVERLAP.value, batch_size=_BATCH_SIZE.value, outscale=_OUTSCALE.value,
+      degrade=_DEGRADE.value, suffix=_SUFFIX.value, ext=_EXT.value,
+      overwrite=_OVERWRITE.value, compute_dtype=_COMPUTE_DTYPE.value,
+      show_progress=_PROGRESS.value, onnx=_ONNX.value or '')
   if summary.failed:
     sys.exit(1)
 
 
 def run():
   """Entry point of infer.py and the srrgan-infer console script."""
-  commands.run_app(main, __name__)
+  commands.run_app(main, __name__, 'infer')

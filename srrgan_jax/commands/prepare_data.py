@@ -13,7 +13,6 @@ from absl import app
 from absl import flags
 
 from srrgan_jax import commands
-from srrgan_jax import errors
 from srrgan_jax import subimages
 
 _INPUT = flags.DEFINE_string('input', None, 'Folder of HR images (recursive).')
@@ -33,14 +32,11 @@ flags.mark_flags_as_required(['input', 'output'])
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    done, written, failures = subimages.extract_subimages(
-        _INPUT.value, _OUTPUT.value, crop=_CROP.value, step=_STEP.value,
-        workers=_WORKERS.value, compression=_COMPRESSION.value)
-  except (errors.UserError, OSError) as error:  # e.g. a missing or empty input folder.
-    sys.exit(f'error: {error}')
+  done, written, failures = subimages.extract_subimages(
+      _INPUT.value, _OUTPUT.value, crop=_CROP.value, step=_STEP.value,
+      workers=_WORKERS.value, compression=_COMPRESSION.value)
   for message in failures:
-    print(f'error: {message}', file=sys.stderr)
+    print(f'srrgan-prepare-data: error: {message}', file=sys.stderr)
   print(f'{done} images -> {written} sub-images of at most {_CROP.value}x{_CROP.value} '
         f'in {_OUTPUT.value}; {len(failures)} failed.')
   return 1 if failures else 0
@@ -48,4 +44,5 @@ def main(argv) -> int:
 
 def run():
   """Entry point of the srrgan-prepare-data console script."""
-  commands.run_app(main, __name__)
+  # OSError: an unwritable output folder, a full disk.
+  commands.run_app(main, __name__, 'srrgan-prepare-data', user_errors=(OSError,))

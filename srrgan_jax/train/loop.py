@@ -10,10 +10,13 @@ skips finished phases.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import pathlib
+import shutil
 import time
 from typing import Any, Callable, Optional
 
@@ -24,6 +27,7 @@ from tqdm import auto as tqdm
 
 from configs import fields
 from srrgan_jax import checkpoints
+from srrgan_jax import config_check
 from srrgan_jax import data
 from srrgan_jax import errors
 from srrgan_jax import eval_sets
@@ -31,6 +35,7 @@ from srrgan_jax import metrics
 from srrgan_jax import models
 from srrgan_jax import parallel
 from srrgan_jax import run_dir
+from srrgan_jax import run_lock
 from srrgan_jax.train import device_prefetch
 from srrgan_jax.train import monitor as monitor_lib
 from srrgan_jax.train import optim
@@ -43,6 +48,10 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(errors.UserError, FloatingPointError):
   """A loss became NaN or infinite; the message names the last good checkpoint."""
+
+
+class CheckpointSaveError(errors.UserError, OSError):
+  """A checkpoint could not be saved (full disk); the message names the folder."""
 
 
 @dataclasses.dataclass
@@ -113,15 +122,6 @@ def perceptual_layers_needed(vgg_params: dict, taps) -> dict:
   return {layer: vgg_params[layer] for layer in order[:deepest + 1]}
 
 
-def _check_phases(config) -> list[int]:
-  phases = [int(p) for p in config.phases]
-  if not phases or any(p not in (1, 2, 3) for p in phases) or phases != sorted(set(phases)):
-    raise errors.ConfigError(
-        f'config.phases={tuple(config.phases)} must be an increasing subset of (1, 2, 3), '
-        'e.g. --config.phases="(3,)".')
-  return phases
-
-
 def _write_run_config(workdir: pathlib.Path, config) -> None:
   # Every process has checked the old file before process 0 replaces it.
   parallel.sync_processes('srrgan_run_config_checked')
@@ -169,10 +169,12 @@ class PhaseRun:
 
   def __init__(self, phase: int, config, workdir: pathlib.Path, mesh,
                val_set: ValidationSet, vgg_params, *, first_phase: bool,
-               handed_on: Optional[PhaseResult], stop_after_steps: Optional[int] = None):
+               handed_on: Optional[PhaseResult], stop_after_steps: Optional[int] = None,
+               on_start: Callable[[], None] = lambda: None):
     self.phase, self.config, self.workdir, self.mesh = phase, config, workdir, mesh
     self.val_set, self.first_phase, self.handed_on = val_set, first_phase, handed_on
     self.stop_after_steps = stop_after_steps
+    self.on_start = on_start  # Called once the phase's state is ready to train.
     self.main = parallel.is_main_process()
     self.use_ema = bool(config.eval_use_ema)
     self.phase_config = config[f'phase{phase}']
@@ -199,21 +201,16 @@ class PhaseRun:
     self.progress = None  # The tqdm progress bar (process 0 only shows it).
 
   def run(self) -> PhaseResult:
-    latest = self.manager.latest_step()
-    saved = None
-    if latest is not None:
-      saved = self._check_saved(latest)
-      if saved.finished(self.epochs):
-        return self._already_finished(saved)
+    latest, saved = self._latest_intact(self.manager.latest_step())
+    if saved is not None and saved.finished(self.epochs):
+      return self._already_finished(saved)
     try:
       self.iterator = device_prefetch.DevicePrefetcher(
           data.make_train_iterator(self.config, process_index=jax.process_index(),
                                    process_count=jax.process_count()),
           lambda host_batch: parallel.global_batch(host_batch, self.mesh))
-      if saved is None:
-        self.state, self.loop = self._start()
-      else:
-        self.state, self.loop = self._resume(latest)
+      self.state, self.loop = self._start_or_resume(latest, saved)
+      self.on_start()
       self.eval_step = steps.compile_eval_step(self.config, self.mesh, self.vgg_params)
       resumed = saved is not None
       self.monitor = monitor_lib.PhaseMonitor(
@@ -233,7 +230,8 @@ class PhaseRun:
       self.monitor.plot()
       return self._hand_on(step)
     finally:
-      self.manager.wait_until_finished()  # Async saves complete before anything exits.
+      with self._space_errors():  # Async saves complete before anything exits.
+        self.manager.wait_until_finished()
       if self.iterator is not None and hasattr(self.iterator, 'close'):
         self.iterator.close()
       self.manager.close()
@@ -242,12 +240,53 @@ class PhaseRun:
     loop_state, saved_config = checkpoints.read_json_items(self.manager, latest)
     run_dir.check_fits(self.config, self.manager.directory, saved_config=saved_config,
                        with_disc=True)
+    saved = LoopState.from_json(loop_state)
     changed = run_dir.config_differences(saved_config, run_dir.config_to_dict(self.config))
+    if 'data.batch_size' in changed and not saved.finished(self.epochs):
+      before, now = changed['data.batch_size']
+      raise checkpoints.CheckpointError(
+          f'{self.manager.directory / str(latest)}: phase {self.phase} was saved mid-way '
+          f'with data.batch_size={before}, now {now}; its data position is only valid '
+          f'with the same batch. Resume with --config.data.batch_size={before}, or start '
+          'the phase over in a fresh --workdir.')
     changed = {k: v for k, v in changed.items() if not fields.is_quiet(k)}
     if changed:
       log.warning('phase %d continues with changed settings: %s', self.phase,
                   run_dir.describe_differences(changed))
-    return LoopState.from_json(loop_state)
+    return saved
+
+  def _latest_intact(self, latest: Optional[int]) -> tuple[Optional[int], Optional[LoopState]]:
+    """(step, loop state) of the latest checkpoint whose records read back, or (None, None)."""
+    while latest is not None:
+      try:
+        return latest, self._check_saved(latest)
+      except checkpoints.DamagedCheckpointError as damaged:
+        latest = self._set_aside(latest, damaged)
+    return None, None
+
+  def _start_or_resume(self, latest: Optional[int], saved: Optional[LoopState]
+                       ) -> tuple[state_lib.TrainState, LoopState]:
+    """Resumes from the latest intact checkpoint (damaged ones set aside), else starts."""
+    while saved is not None:
+      try:
+        return self._resume(latest)
+      except checkpoints.DamagedCheckpointError as damaged:
+        latest, saved = self._latest_intact(self._set_aside(latest, damaged))
+    return self._start()
+
+  def _set_aside(self, step: int, damaged: checkpoints.DamagedCheckpointError
+                 ) -> Optional[int]:
+    """Moves a damaged checkpoint out of the phase (kept); the latest step before it."""
+    self.manager.wait_until_finished()
+    moved = run_dir.set_aside(damaged.step_dir)
+    parallel.sync_processes(f'srrgan_set_aside_{self.phase}_{step}')
+    self.manager.reload()
+    previous = self.manager.latest_step()
+    _print(f'Phase {self.phase}: checkpoint step {step} is damaged ({damaged.reason}); '
+           f'moved it to {moved}; '
+           + (f'trying step {previous}.' if previous is not None
+              else 'no earlier checkpoint, starting the phase over.'))
+    return previous
 
   def _already_finished(self, saved: LoopState) -> PhaseResult:
     self.manager.close()
@@ -282,8 +321,38 @@ class PhaseRun:
 
   def _save(self, step: int, val_loss: Optional[float] = None) -> None:
     self.loop.step = step
-    checkpoints.save(self.manager, step, self.state, self.iterator, self.loop.to_json(),
-                     run_dir.config_to_dict(self.config), val_loss=val_loss)
+    with self._space_errors():
+      checkpoints.save(self.manager, step, self.state, self.iterator, self.loop.to_json(),
+                       run_dir.config_to_dict(self.config), val_loss=val_loss)
+
+  @contextlib.contextmanager
+  def _space_errors(self):
+    """A full disk during a save as one CheckpointSaveError.
+
+    An asynchronous save reports it at the next save or when the run waits for it.
+    """
+    try:
+      yield
+    except CheckpointSaveError:
+      raise
+    except OSError as e:
+      if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        raise
+      raise self._disk_full(self.loop.step if self.loop else 0, e) from e
+
+  def _disk_full(self, step: int, error: OSError) -> CheckpointSaveError:
+    """The error of a save that ran out of space, naming the folder and the space needed."""
+    folder = self.manager.directory
+    finished = run_dir.list_checkpoints(self.workdir, self.phase)
+    size = sum(f.stat().st_size for f in finished[-1][1].rglob('*') if f.is_file()) \
+        if finished else 0
+    free = shutil.disk_usage(folder).free
+    last = finished[-1][1] if finished else 'none yet'
+    return CheckpointSaveError(
+        f'{folder}: no space left to save step {step} ({error.strerror or error}); a '
+        f'checkpoint needs about {size / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free. '
+        f'Free space and run the same command to resume from the last checkpoint '
+        f'({last}).')
 
   def _train(self) -> Optional[int]:
     """Steps to the end of the phase; the last step, or None after `stop_after_steps`."""
@@ -410,21 +479,27 @@ def run(config: ml_collections.ConfigDict, workdir, *,
   Returns a summary: per phase the handed-on checkpoint and validation metrics,
   and the bilinear baseline on the same validation patches.
   `stop_after_steps={phase: step}` interrupts the run there (for tests).
+  Each process holds the run directory's lock (`run_lock`) while it trains.
   """
+  config_check.check_config(config)
   parallel.initialize_distributed(config.distributed)
   # Orbax reports every save at INFO through absl; keep the console readable.
   logging.getLogger('absl').setLevel(logging.WARNING)
   workdir = pathlib.Path(workdir).expanduser().resolve()
-  phases = _check_phases(config)
+  with run_lock.hold(workdir, jax.process_index()):
+    return _run_locked(config, workdir, stop_after_steps)
+
+
+def _run_locked(config, workdir: pathlib.Path, stop_after_steps) -> dict[str, Any]:
+  phases = [int(p) for p in config.phases]
   mesh = parallel.make_mesh()
   parallel.check_batch_size(int(config.data.batch_size), mesh)
   parallel.check_batch_size(int(config.data.eval_batch_size), mesh,
                             'data.eval_batch_size')
   run_dir.check_run_config(workdir, config)
-  _write_run_config(workdir, config)
 
   _, val_dir = data.resolve_dirs(config)
-  eval_set = eval_sets.load_eval_set(val_dir, config,
+  eval_set = eval_sets.load_eval_set(val_dir, config, skip_unreadable=True,
                                      max_images=int(config.data.max_val_images))
   val_set = ValidationSet(eval_set, int(config.data.eval_batch_size),
                           int(config.data.num_sample_images), mesh)
@@ -435,13 +510,22 @@ def run(config: ml_collections.ConfigDict, workdir, *,
         perceptual_layers_needed(perceptual.load_vgg19_params(config),
                                  config.loss.perceptual_layers), mesh)
 
+  # config.json records the run once a phase really starts (its data and
+  # starting weights loaded), so a run that fails before leaves no trace.
+  config_written = []
+
+  def record_config():
+    if not config_written:
+      _write_run_config(workdir, config)
+      config_written.append(True)
+
   summary = {'workdir': str(workdir), 'phases': {}}
   handed_on = None
   for i, phase in enumerate(phases):
     stop = (stop_after_steps or {}).get(phase)
     result = PhaseRun(phase, config, workdir, mesh, val_set, vgg_params,
                       first_phase=(i == 0), handed_on=handed_on,
-                      stop_after_steps=stop).run()
+                      stop_after_steps=stop, on_start=record_config).run()
     if stop is not None and result.params is None:
       summary['stopped'] = {'phase': phase, 'step': stop}
       return summary

@@ -195,12 +195,14 @@ def ensure(name: str, override: str = '', allow_download: bool = True,
     for source in sources:
       if source == 'hub' and name != layout.LPIPS_FILE:
         continue
-      log.warning('%s is missing; fetching it (source %s) into %s', name, source,
-                  cache.cache_dir())
+      # On the console whatever the log level: a download can take minutes.
+      print(f'{name} is missing; downloading it (source {source}) into '
+            f'{cache.cache_dir()}', file=sys.stderr, flush=True)
       try:
         return fetch([name], source=source, directory=cache.cache_dir())[0]
       except Exception as error:  # Any failure: try the next source, report all.
         reasons.append(f'{source}: {type(error).__name__}: {error}')
-        log.warning('fetching %s from %s failed: %s', name, source, error)
+        print(f'downloading {name} from {source} failed: {error}', file=sys.stderr,
+              flush=True)
     raise lookup.MissingWeightsError(
         f'{missing} Automatic download failed ({"; ".join(reasons)}).') from None
