@@ -31,8 +31,6 @@ from srrgan_jax import config_check
 from srrgan_jax import data
 from srrgan_jax import errors
 from srrgan_jax import eval_sets
-from srrgan_jax import metrics
-from srrgan_jax import models
 from srrgan_jax import parallel
 from srrgan_jax import run_dir
 from srrgan_jax import run_lock
@@ -41,6 +39,7 @@ from srrgan_jax.train import monitor as monitor_lib
 from srrgan_jax.train import optim
 from srrgan_jax.train import state as state_lib
 from srrgan_jax.train import steps
+from srrgan_jax.train import validation
 from srrgan_jax.train.loop_state import LoopState
 
 log = logging.getLogger(__name__)
@@ -63,55 +62,9 @@ class PhaseResult:
   step_dir: Optional[pathlib.Path]  # The checkpoint the params come from.
 
 
-class ValidationSet:
-  """The fixed validation patches, pre-split into global batches."""
-
-  def __init__(self, eval_set: dict, batch_size: int, num_samples: int, mesh):
-    self.names = list(eval_set['names'])
-    self.lr, self.hr = eval_set['lr'], eval_set['hr']
-    self.batches = []
-    rows = parallel.process_rows(batch_size)
-    for batch in eval_sets.eval_batches(eval_set, batch_size):
-      local = {k: v[rows] for k, v in batch.items()}
-      self.batches.append(parallel.global_batch(local, mesh))
-    # The first patches appear in sample grids.
-    self.num_samples = min(num_samples, len(self.names))
-
-  def __len__(self):
-    return len(self.names)
-
-
 def _print(message: str) -> None:
   if parallel.is_main_process():
     print(message, flush=True)
-
-
-def validate(eval_step: Callable, params, val_set: ValidationSet, config,
-             phase: int) -> tuple[dict[str, float], Optional[np.ndarray]]:
-  """Mean validation metrics of `params` (+ 'loss'), and SR of the sample patches."""
-  totals, sample_sr = None, None
-  for i, batch in enumerate(val_set.batches):
-    sums, sr = eval_step(params, batch)
-    totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    if i == 0 and val_set.num_samples:
-      sample_sr = parallel.gather_rows(sr)[:val_set.num_samples]
-  totals = parallel.to_host(totals)
-  count = float(totals.pop('count'))
-  means = {k: float(v) / count for k, v in totals.items()}
-  means['loss'] = float(steps.validation_loss(config, phase, means['pixel'],
-                                              means.get('perceptual')))
-  return means, sample_sr
-
-
-def bilinear_baseline(val_set: ValidationSet, scale: int) -> dict[str, float]:
-  """PSNR/SSIM of bilinear upsampling of the degraded validation inputs."""
-  lr = np.asarray(val_set.lr, np.float32)
-  hr = np.asarray(val_set.hr, np.float32)
-  up = jax.image.resize(lr, (lr.shape[0], lr.shape[1] * scale, lr.shape[2] * scale, 3),
-                        'bilinear')
-  up, hr = models.to_unit(up), models.to_unit(hr)
-  return {'psnr': float(np.mean(metrics.psnr(up, hr))),
-          'ssim': float(np.mean(metrics.ssim(up, hr)))}
 
 
 def perceptual_layers_needed(vgg_params: dict, taps) -> dict:
@@ -168,7 +121,7 @@ class PhaseRun:
   """
 
   def __init__(self, phase: int, config, workdir: pathlib.Path, mesh,
-               val_set: ValidationSet, vgg_params, *, first_phase: bool,
+               val_set: validation.ValidationSet, vgg_params, *, first_phase: bool,
                handed_on: Optional[PhaseResult], stop_after_steps: Optional[int] = None,
                on_start: Callable[[], None] = lambda: None):
     self.phase, self.config, self.workdir, self.mesh = phase, config, workdir, mesh
@@ -416,8 +369,9 @@ class PhaseRun:
     """Validation, learning rate / early stopping, samples and the epoch checkpoint."""
     config, phase = self.config, self.phase
     epoch = step // self.steps_per_epoch
-    val, sample_sr = validate(self.eval_step, state_lib.eval_params(self.state, self.use_ema),
-                              self.val_set, config, phase)
+    val, sample_sr = validation.validate(
+        self.eval_step, state_lib.eval_params(self.state, self.use_ema), self.val_set,
+        config, phase)
     self.loop.record_validation(step, epoch, val)
     plateau = self.loop.plateau
     if plateau is not None:
@@ -501,7 +455,7 @@ def _run_locked(config, workdir: pathlib.Path, stop_after_steps) -> dict[str, An
   _, val_dir = data.resolve_dirs(config)
   eval_set = eval_sets.load_eval_set(val_dir, config, skip_unreadable=True,
                                      max_images=int(config.data.max_val_images))
-  val_set = ValidationSet(eval_set, int(config.data.eval_batch_size),
+  val_set = validation.ValidationSet(eval_set, int(config.data.eval_batch_size),
                           int(config.data.num_sample_images), mesh)
   vgg_params = None
   if any(p in (2, 3) for p in phases):
@@ -532,7 +486,7 @@ def _run_locked(config, workdir: pathlib.Path, stop_after_steps) -> dict[str, An
     summary['phases'][phase] = {'checkpoint': str(result.step_dir), **result.val_metrics}
     handed_on = result
 
-  baseline = bilinear_baseline(val_set, config.scale)
+  baseline = validation.bilinear_baseline(val_set, config.scale)
   summary['bilinear'] = baseline
   summary['final'] = handed_on.val_metrics
   _print(f'\nFinal generator (phase {handed_on.phase}, {handed_on.step_dir}):\n'
