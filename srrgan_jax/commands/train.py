@@ -58,8 +58,11 @@ def _handle_interrupts(workdir) -> None:
   def on_unraisable(unraisable):
     if issubclass(unraisable.exc_type, KeyboardInterrupt):
       interrupts.clear()
-      # From another thread: the main thread takes it at its next instruction.
-      threading.Thread(target=_thread.interrupt_main, daemon=True).start()
+      # From another thread, a moment later: raised while this hook still runs,
+      # it would be swallowed again; after it returns the main thread takes it.
+      timer = threading.Timer(0.1, _thread.interrupt_main)
+      timer.daemon = True
+      timer.start()
       return
     default_hook(unraisable)
 
