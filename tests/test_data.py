@@ -143,7 +143,7 @@ def test_batches_hold_the_samples_with_the_hr_rounded_to_8_bits(tmp_path):
 
 
 def test_scan_reports_and_skips_bad_files(photo_folder, caplog):
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger='absl')  # data.py logs through absl.
   scan = data.scan_training_images(str(photo_folder), 32)
   used = sorted(p.split('photos/')[1] for p in scan.paths)
   assert used == ['alpha.png', 'gray.png', 'nested/photo.jpg', 'nested/photo.webp',
