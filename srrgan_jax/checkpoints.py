@@ -17,7 +17,6 @@ checkpointer for a step), never by guessing its file names.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import pathlib
@@ -30,6 +29,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from srrgan_jax import errors
 from srrgan_jax import parallel
+from srrgan_jax import quiet_logs
 
 STATE, DATA, LOOP, CONFIG = 'state', 'data', 'loop', 'config'
 VAL_LOSS = 'val_loss'
@@ -168,16 +168,9 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, iterator)
 # Reading finished checkpoints.
 
 
-@contextlib.contextmanager
 def _quiet_orbax():
   """Hides Orbax's warnings about items a read leaves alone (expected here)."""
-  absl_logger = logging.getLogger('absl')
-  level = absl_logger.level
-  absl_logger.setLevel(logging.ERROR)
-  try:
-    yield
-  finally:
-    absl_logger.setLevel(level)
+  return quiet_logs.quiet('absl')
 
 
 def finished_steps(directory) -> list[tuple[int, dict]]:

@@ -18,8 +18,6 @@ overlap this toolkit runs (`infer.py`), and the ONNX file carries it.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -31,6 +29,7 @@ import numpy as np
 
 from srrgan_jax import errors
 from srrgan_jax import models
+from srrgan_jax import quiet_logs
 
 FORMATS = ('onnx', 'stablehlo')
 # The oldest opset jax2onnx 0.17 writes this network correctly for (at 17 it
@@ -160,16 +159,6 @@ def _conv_kernels_to_fp16(model) -> None:
       kernel.type = ir.TensorType(ir.DataType.FLOAT16)
 
 
-@contextlib.contextmanager
-def _quiet_onnx_ir():
-  """onnx_ir warns once per shape-less helper value it does not annotate; not news."""
-  logger = logging.getLogger('onnx_ir')
-  level = logger.level
-  logger.setLevel(logging.ERROR)
-  try:
-    yield
-  finally:
-    logger.setLevel(level)
 
 
 def export_onnx(config: ml_collections.ConfigDict, params, path, *, fp16: bool = False,
@@ -186,7 +175,7 @@ def export_onnx(config: ml_collections.ConfigDict, params, path, *, fp16: bool =
   from srrgan_jax import onnx_plugins  # pylint: disable=g-import-not-at-top,unused-import
   multiple = models.build_generator(config).size_multiple
   upscale = _anchor_tile_counts(upscale_function(config, params, fp16=fp16), multiple)
-  with _quiet_onnx_ir():
+  with quiet_logs.quiet('onnx_ir'):  # One warning per shape-less helper value.
     model = jax2onnx.to_onnx(upscale, [input_spec(config, fp16=fp16)],
                              model_name='srrgan_generator', opset=opset,
                              return_mode='ir', input_names=['input'],
