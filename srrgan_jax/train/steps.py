@@ -168,26 +168,22 @@ def hr_to_model_range(hr):
   return hr
 
 
-def _with_float_hr(step: Callable) -> Callable:
-  def run(state, batch, key, vgg_params=None):
-    return step(state, {**batch, 'hr': hr_to_model_range(batch['hr'])}, key, vgg_params)
-  return run
-
-
 def train_step_fn(config: ml_collections.ConfigDict, phase: int,
                   optimizers: PhaseOptimizers) -> Callable:
   """The un-jitted step `(state, batch, key, vgg_params) -> (state, metrics)`."""
-  if phase == 1:
-    return _with_float_hr(functools.partial(pixel_step, config=config,
-                                            optimizers=optimizers))
-  if phase == 2:
-    return _with_float_hr(functools.partial(
-        pixel_step, config=config, optimizers=optimizers,
-        perceptual_weight=config.loss.phase2_perceptual_weight))
-  if phase == 3:
-    return _with_float_hr(functools.partial(adversarial_step, config=config,
-                                            optimizers=optimizers))
-  raise ValueError(f'phase {phase} does not exist; config.phases takes 1, 2 and 3.')
+  if phase in (1, 2):
+    weight = config.loss.phase2_perceptual_weight if phase == 2 else 0.0
+    step = functools.partial(pixel_step, config=config, optimizers=optimizers,
+                             perceptual_weight=weight)
+  elif phase == 3:
+    step = functools.partial(adversarial_step, config=config, optimizers=optimizers)
+  else:
+    raise ValueError(f'phase {phase} does not exist; config.phases takes 1, 2 and 3.')
+
+  def run(state, batch, key, vgg_params=None):
+    return step(state, {**batch, 'hr': hr_to_model_range(batch['hr'])}, key, vgg_params)
+
+  return run
 
 
 def jit_train_step(config, phase: int, total_steps: int, mesh):
