@@ -200,6 +200,16 @@ def get_config() -> ml_collections.ConfigDict:
   p3.clip_mode = 'per_tensor'  # 'per_tensor' (Keras clipnorm) or 'global'.
   p3.save_every_epochs = 4  # Keep a checkpoint every N epochs (all kept).
 
+  # --- Loss-weight populations (README "Loss-weight experiments"): members that
+  # differ only in these values train as one program. Each swept field is None
+  # (not swept) or a tuple, e.g. --config.population.gan_weight='(0.01,0.05,0.1)'.
+  pop = c.population = ml_collections.ConfigDict()
+  pop.mode = 'grid'  # 'grid': every combination of the swept tuples; 'zip': i-th together.
+  for name in ('phase2_perceptual_weight', 'pixel_weight', 'perceptual_weight',
+               'gan_weight', 'g_learning_rate', 'd_learning_rate'):
+    pop[name] = ml_collections.FieldReference(None, field_type=tuple)
+  pop.member_devices = 1  # Device groups the members are spread over (1: all on every device).
+
   ck = c.checkpoint = ml_collections.ConfigDict()
   ck.save_latest_every_steps = 500  # Latest (resume) checkpoint period.
   ck.async_save = True  # Orbax asynchronous saves.

@@ -29,6 +29,8 @@ UNTRACED = (
     'data.train_dir', 'data.val_dir', 'data.test_dir', 'data.num_workers',
     'data.num_threads', 'data.prefetch_buffer_size', 'data.steps_per_epoch',
     'data.max_val_images', 'data.num_sample_images',
+    # Swept values reach the programs as arrays; the member count via their shapes.
+    'population.',
 )
 
 # Fields that give the parameters their shapes or meaning: a checkpoint made

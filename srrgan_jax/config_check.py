@@ -336,6 +336,8 @@ def check_config(config, *, known_fields_only: bool = True) -> None:
         _fail(name, values[name], problem)
   try:
     _check_consistency(config)
+    from srrgan_jax import population  # pylint: disable=import-outside-toplevel
+    population.check(config)
     from srrgan_jax import training_degradation  # pylint: disable=import-outside-toplevel
     training_degradation.plain_config(config.degradation)  # Checks the Real-ESRGAN block.
   except (AttributeError, KeyError) as e:  # A saved config that lacks a block or field.

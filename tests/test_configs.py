@@ -60,16 +60,26 @@ def test_command_line_override():
          '--config.loss.gan_weight=0.1', '--config.data.patch_size=64', '--print_config']
   out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=repo).stdout
   printed = yaml_like_lines(out)
-  assert printed['gan_weight'] == '0.1' and printed['patch_size'] == '64'
+  assert printed['loss.gan_weight'] == '0.1' and printed['data.patch_size'] == '64'
   bad = subprocess.run(cmd[:2] + ['--config.loss.no_such_field=1', '--print_config'],
                        capture_output=True, text=True, cwd=repo)
   assert bad.returncode != 0 and 'no_such_field' in bad.stderr
 
 
 def yaml_like_lines(text):
-  """Maps each `key: value` leaf line of a printed ConfigDict to its value."""
-  pairs = (line.strip().split(': ', 1) for line in text.splitlines() if ': ' in line)
-  return {k: v for k, v in pairs}
+  """Maps each `key: value` leaf line of a printed ConfigDict to its value, by dotted name."""
+  leaves, blocks = {}, []  # blocks: (indent, name) of the enclosing `name:` lines.
+  for line in text.splitlines():
+    indent = len(line) - len(line.lstrip())
+    key, sep, value = line.strip().partition(':')
+    if not sep or key.startswith('- '):
+      continue
+    blocks = [(i, b) for i, b in blocks if i < indent]
+    if value.strip():
+      leaves['.'.join([b for _, b in blocks] + [key])] = value.strip()
+    else:
+      blocks.append((indent, key))
+  return leaves
 
 
 def classification_problems(names) -> list[str]:
