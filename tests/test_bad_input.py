@@ -154,6 +154,9 @@ CASES = [
     Case('eval-bad-value-in-run-config', 'eval',
          lambda d: [f'--workdir={_file(d, "run/config.json", BAD_SCALE).parent}',
                     f'--test_dir={_image(_dir(d, "test"), "a.png").parent}'], 'scale=-2'),
+    Case('eval-one-interpolation-step', 'eval',
+         lambda d: [f'--workdir={d}/run', '--interpolation_steps=1'],
+         '--interpolation_steps 1'),
     # infer.py: inputs, outputs, options.
     Case('infer-missing-input', 'infer',
          lambda d: ['-i', f'{d}/nowhere.png', '-o', f'{d}/out', f'--workdir={d}'],

@@ -5,6 +5,9 @@ Every phase-3 checkpoint is ranked by mean LPIPS on a test folder
 selected model. The table then reports PSNR, SSIM, MAE and LPIPS for bilinear
 and bicubic upsampling of the degraded input, the phase-1 best, the phase-2
 best and the selected GAN generator, with the protocol beside the numbers.
+Optionally, the network interpolation between the phase-2 best and the selected
+GAN (`interpolation`) is scored at evenly spaced alphas: rows of the table and a
+curve in the perception-distortion plane.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from srrgan_jax import interpolation
 from srrgan_jax import perceptual
 from srrgan_jax import run_dir
 from srrgan_jax.evaluation import plots
@@ -31,12 +35,14 @@ from srrgan_jax.evaluation.scoring import require_single_host
 def evaluate_run(workdir, test_dir, *, out_dir=None, full_images: bool = False,
                  crop_size: int = 0, y_channel: bool = False, crop_border: int = -1,
                  use_ema: bool = True, lpips_file: str = '',
-                 num_figure_images: int = 3,
+                 num_figure_images: int = 3, interpolation_steps: int = 0,
                  log: Callable[[str], None] = print) -> dict:
   """LPIPS ranking + comparison table + plots for a training run; returns the report.
 
   Writes into `out_dir` (default workdir/eval): ranking.json, results.{md,json,csv},
   perception_distortion.png, comparison.png; records the selected model in the run.
+  interpolation_steps: N > 1 also scores the network interpolation at N evenly
+  spaced alphas in [0, 1] (report['interpolation']); 0 does not.
   """
   require_single_host()
   workdir = Path(workdir)
@@ -52,6 +58,10 @@ def evaluate_run(workdir, test_dir, *, out_dir=None, full_images: bool = False,
         f'{workdir}: no checkpoints under {workdir / "checkpoints"}/phase{{1,2,3}}; '
         'train first (python train.py --workdir ...) or pass the run directory that '
         'holds them.')
+  alphas = []
+  if interpolation_steps:  # Both checked before any work.
+    alphas = interpolation.alphas(interpolation_steps)
+    interpolation.find_endpoints(workdir)
   lpips_params = perceptual.load_lpips_params(config)  # Fails early if missing.
   out_dir = Path(out_dir) if out_dir else workdir / 'eval'
   test_set = load_test_set(test_dir, config, protocol)
@@ -93,8 +103,21 @@ def evaluate_run(workdir, test_dir, *, out_dir=None, full_images: bool = False,
   else:
     log('  (no phase-3 checkpoints: nothing to rank; row "SRRGAN" left out)')
 
+  curve = None
+  if alphas:
+    ends = interpolation.find_endpoints(workdir, phase3_step=ranking[0].step)
+    log(f'Network interpolation: phase-2 best (step {ends.phase2[0]}) -> selected GAN '
+        f'(step {ends.phase3[0]}):')
+    curve_rows = _interpolation_rows(workdir, ends, alphas, runner, test_set, scorer,
+                                     batch_size=batch_size, log=log)
+    rows += curve_rows
+    curve = {**ends.as_dict(), 'points': [
+        {'alpha': row.details['alpha'], **row.result.means} for row in curve_rows]}
+
   report = report_lib.build_report(config, protocol, test_set, rows, ranking,
                                    workdir=workdir)
+  if curve:
+    report['interpolation'] = curve
   out_dir.mkdir(parents=True, exist_ok=True)
   paths = report_lib.write_report(report, out_dir)
   if ranking:
@@ -119,3 +142,20 @@ def evaluate_run(workdir, test_dir, *, out_dir=None, full_images: bool = False,
   log('Written: ' + ', '.join(str(p) for p in paths.values()))
   report['files'] = {k: str(v) for k, v in paths.items()}
   return report
+
+
+def _interpolation_rows(workdir, ends: interpolation.Endpoints, alphas, runner, test_set,
+                        scorer, *, batch_size: int, log: Callable[[str], None]) -> list[Row]:
+  """A table row per alpha of the network interpolation between `ends`."""
+  phase2 = runner.load(workdir, 2, ends.phase2[0])
+  phase3 = runner.load(workdir, 3, ends.phase3[0])
+  rows = []
+  for alpha in alphas:
+    result = evaluate_method(runner.upscaler(interpolation.blend(phase2, phase3, alpha)),
+                             test_set, scorer, batch_size=batch_size)
+    means = result.means
+    log(f'  alpha {alpha:.3g}: LPIPS {means["lpips"]:.4f}  PSNR {means["psnr"]:.3f}  '
+        f'SSIM {means["ssim"]:.4f}')
+    rows.append(Row(f'interpolation_{alpha:g}', f'Interpolation, alpha {alpha:g}', '', None,
+                    result, details={'alpha': alpha}))
+  return rows

@@ -25,9 +25,22 @@ _MARKERS = {'bilinear': ('s', 'tab:gray'), 'bicubic': ('D', 'tab:brown'),
 
 def plot_perception_distortion(rows: Sequence[Row], ranking: Sequence[RankedCheckpoint],
                                path: Path) -> Path:
-  """PSNR vs LPIPS: one point per phase-3 checkpoint and per table row."""
+  """PSNR vs LPIPS: one point per phase-3 checkpoint and per table row.
+
+  Interpolation rows (with an 'alpha') form one curve, points joined in alpha
+  order and labelled with their alpha.
+  """
   fig = Figure(figsize=(6.4, 4.8), dpi=120)
   ax = fig.subplots()
+  curve = [row for row in rows if 'alpha' in row.details]
+  if curve:
+    lp = [row.result.means['lpips'] for row in curve]
+    ps = [row.result.means['psnr'] for row in curve]
+    ax.plot(lp, ps, '-o', color='tab:purple', markersize=4, linewidth=1, zorder=2,
+            label='network interpolation (phase-2 best to GAN)')
+    for row, x, y in zip(curve, lp, ps):
+      ax.annotate(f'α={row.details["alpha"]:g}', (x, y), fontsize=6, xytext=(3, -8),
+                  textcoords='offset points', color='tab:purple')
   if ranking:
     lp = [e.means['lpips'] for e in ranking]
     ps = [e.means['psnr'] for e in ranking]
@@ -36,6 +49,8 @@ def plot_perception_distortion(rows: Sequence[Row], ranking: Sequence[RankedChec
       ax.annotate(str(e.step), (x, y), fontsize=6, xytext=(3, 2),
                   textcoords='offset points', color='tab:blue')
   for row in rows:
+    if 'alpha' in row.details:  # Drawn as the curve.
+      continue
     marker, colour = _MARKERS.get(row.key, ('x', 'black'))
     means = row.result.means
     ax.scatter([means['lpips']], [means['psnr']], marker=marker, c=colour,
@@ -79,7 +94,9 @@ def _to_display(x_HWC: np.ndarray) -> np.ndarray:
 def plot_comparison(test_set: TestSet, rows: Sequence[Row], indices: Sequence[int],
                     path: Path) -> Path:
   """LR input | bilinear | each model | HR, with a zoomed patch row under each image."""
-  shown = [r for r in rows if r.key != 'bicubic']
+  # Rows that kept no outputs (e.g. interpolation points) are not shown.
+  shown = [r for r in rows if r.key != 'bicubic' and
+           all(i in r.result.kept_outputs for i in indices)]
   columns = len(shown) + 2
   fig = Figure(figsize=(2.2 * columns, 4.4 * len(indices)), dpi=110)
   axes = fig.subplots(2 * len(indices), columns, squeeze=False)

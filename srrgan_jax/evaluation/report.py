@@ -20,11 +20,14 @@ from srrgan_jax.evaluation.scoring import TestSet
 @dataclasses.dataclass
 class Row:
   """One line of the comparison table."""
-  key: str  # Stable identifier: bilinear, bicubic, phase1_best, phase2_best, srrgan.
+  key: str  # Stable identifier: bilinear, bicubic, phase1_best, phase2_best, srrgan, ...
   label: str  # Human title as in the original table.
   checkpoint: str  # Checkpoint path ('' for the baselines).
   step: Optional[int]
   result: MethodResult
+  # What else identifies the row, as JSON data: e.g. {'alpha': 0.5} of an
+  # interpolation point.
+  details: dict = dataclasses.field(default_factory=dict)
 
 
 def _per_image_json(names: Sequence[str], per_image: dict) -> dict:
@@ -43,7 +46,7 @@ def build_report(config, protocol: Protocol, test_set: TestSet, rows: Sequence[R
       'protocol': protocol.as_dict(),
       'protocol_text': protocol.describe(config),
       'rows': [dict(key=r.key, label=r.label, checkpoint=r.checkpoint, step=r.step,
-                    **r.result.means) for r in rows],
+                    **r.result.means, **r.details) for r in rows],
       'per_image': {r.key: _per_image_json(test_set.names, r.result.per_image)
                     for r in rows},
       'ranking': [dict(e.summary(),
@@ -111,6 +114,9 @@ def format_markdown(report: dict) -> str:
   return '\n'.join(out) + '\n'
 
 
+_ROW_FIELDS = ('key', 'label', 'step', 'checkpoint', *METRIC_NAMES)
+
+
 def _protocol_columns(report: dict) -> dict:
   p = report['protocol']
   return {
@@ -131,7 +137,8 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
   paths['json'].write_text(json.dumps(report, indent=2, allow_nan=True) + '\n')
   protocol = _protocol_columns(report)
   with open(paths['csv'], 'w', newline='') as f:
-    fields = ['key', 'label', 'step', 'checkpoint', *METRIC_NAMES, *protocol]
+    details = sorted({k for row in report['rows'] for k in row} - set(_ROW_FIELDS))
+    fields = [*_ROW_FIELDS, *details, *protocol]
     writer = csv.DictWriter(f, fieldnames=fields)
     writer.writeheader()
     for row in report['rows']:
