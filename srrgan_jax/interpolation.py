@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from srrgan_jax import errors
+from srrgan_jax import population_runs
 from srrgan_jax import run_dir
 
 
@@ -79,11 +80,16 @@ class Endpoints:
 def find_endpoints(workdir, phase3_step: Optional[int] = None) -> Endpoints:
   """The phase-2 best and the selected (or `phase3_step`) phase-3 checkpoint of a run.
 
-  InterpolationError naming the run if either phase has no checkpoint.
+  InterpolationError naming the run if either phase has no checkpoint, or its
+  population members do not share phase 2.
   """
   workdir = pathlib.Path(workdir)
-  if not (workdir / 'checkpoints').is_dir():
-    run_dir.read_config(workdir)  # Names a missing or foreign directory.
+  config = run_dir.read_config(workdir)  # Also names a missing or foreign directory.
+  if population_runs.holds_members(config, 2):
+    raise InterpolationError(
+        f'{workdir}: each member has its own phase-2 best (the population sweeps '
+        'phase2_perceptual_weight); network interpolation of such runs is not '
+        'supported: interpolate a run whose members share phase 2.')
   missing = [phase for phase in (2, 3) if not run_dir.list_checkpoints(workdir, phase)]
   if missing:
     raise InterpolationError(
@@ -95,16 +101,19 @@ def find_endpoints(workdir, phase3_step: Optional[int] = None) -> Endpoints:
   return Endpoints(phase2, (int(phase3_dir.name), phase3_dir))
 
 
-def load_interpolated(workdir, alpha: float, *, use_ema: bool = True,
+def load_interpolated(workdir, alpha: float, *, use_ema: bool = True, member: str = '',
                       remedy: str = run_dir.DEFAULT_REMEDY
                       ) -> tuple[ml_collections.ConfigDict, Any]:
   """(config, theta(alpha)) of a run: its phase-3 model's configuration and blended weights.
 
-  Both ends must fit that configuration (one run, one architecture).
+  member: of a population run, the member whose phase-3 generator is the end
+    (index or field=value; default the selected one). Both ends must fit the
+    configuration (one run, one architecture).
   """
   alpha = check_alpha(alpha)
   ends = find_endpoints(workdir)
-  config, phase3 = run_dir.load_generator(ends.phase3[1], use_ema=use_ema, remedy=remedy)
+  config, phase3 = population_runs.load_model(workdir=str(workdir), member=member, phase=3,
+                                              use_ema=use_ema, remedy=remedy)
   _, phase2 = run_dir.load_generator(ends.phase2[1], use_ema=use_ema, config=config,
                                      remedy=remedy)
   return config, blend(phase2, phase3, alpha)

@@ -7,6 +7,8 @@
 --workdir uses the run's selected model (LPIPS-best, see eval.py; else the
 latest phase-3 checkpoint, else the best earlier one), EMA weights unless --raw;
 --interpolate ALPHA blends it with the phase-2 best (network interpolation).
+Of a population run (several loss weightings trained together), --member picks
+the member (default: the LPIPS-selected one).
 Images are upscaled in overlapping tiles blended with Hann windows (README
 "Upscaling"); --tile 0 runs each image whole.
 """
@@ -34,6 +36,10 @@ _ONNX = flags.DEFINE_string(
     'onnxruntime and this tool\'s tiling (tile size and overlap from the file).')
 _RAW = flags.DEFINE_bool(
     'raw', False, 'Use the raw generator weights instead of their EMA.')
+_MEMBER = flags.DEFINE_string(
+    'member', None, 'Population runs: the member to use, by index (0, 1, ...) or by its '
+    'swept values (gan_weight=0.1, several comma-separated); default: the member '
+    'eval.py selected (lowest LPIPS), at its own LPIPS-best checkpoint.')
 _INTERPOLATE = flags.DEFINE_float(
     'interpolate', None, 'With --workdir: network interpolation ALPHA in [0, 1], the '
     'generator (1 - ALPHA) * phase-2 best + ALPHA * the selected phase-3 model (0: '
@@ -86,7 +92,7 @@ def main(argv):
       degrade=_DEGRADE.value, suffix=_SUFFIX.value, ext=_EXT.value,
       overwrite=_OVERWRITE.value, compute_dtype=_COMPUTE_DTYPE.value,
       show_progress=_PROGRESS.value, onnx=_ONNX.value or '',
-      interpolate=_INTERPOLATE.value)
+      interpolate=_INTERPOLATE.value, member=_MEMBER.value or '')
   if summary.failed:
     sys.exit(1)
 
