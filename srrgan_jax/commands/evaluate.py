@@ -8,7 +8,8 @@ Two modes:
       GAN) as results.{md,json,csv} plus ranking.json, perception_distortion.png
       and comparison.png into --out (default RUN_DIR/eval). --interpolation_steps N
       adds the network interpolation between the phase-2 best and the selected GAN
-      at N evenly spaced alphas (table rows, a curve in the plot).
+      at N evenly spaced alphas (table rows, a curve in the plot). Of a population
+      run, every (member, checkpoint) is ranked and the table has a row per member.
   python eval.py --sr_dir DIR --hr_dir DIR [--json FILE]
       scores existing SR images against ground truths of the same file name.
 
