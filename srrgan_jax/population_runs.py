@@ -102,7 +102,7 @@ def load_model(*, workdir: str = '', checkpoint: str = '', member: str = '',
       population.select(config, member)  # Names the single run.
     return run_dir.load_generator(step_dir, use_ema=use_ema, remedy=remedy)
   chosen = choose_member(config, member, workdir)
-  if workdir:  # The chosen member's LPIPS-best checkpoint, once evaluation found it.
+  if workdir and phase_of(step_dir) == 3:  # The member's LPIPS-best, once evaluated.
     best = selected_member_steps(workdir).get(chosen.index)
     if best is not None:
       step_dir = run_dir.resolve(workdir, phase_of(step_dir), best)
