@@ -22,8 +22,9 @@ default one-pass model (rows say which).
 
 `--stages` instead prints, per patch, the CPU milliseconds of each stage of
 the in-process pipeline on one core (decode, or reading the decoded-image
-cache, shared by `patches_per_image` patches; crop/flip/rot; to float; colour
-jitter; each degradation step; the batch rows: LR to [-1, 1] and HR rounded to
+cache, shared by `patches_per_image` patches; the sample's two seeded random
+generators; crop/flip/rot; to float (float images only: colour jitter scales
+8/16-bit patches itself); colour jitter; each degradation step; the batch rows: LR to [-1, 1] and HR rounded to
 uint8, written into the shared memory a worker hands its batches over in; the
 hand-over of a batch to the trainer, as Grain does it). Stage costs are
 averages over all patches, so a step that only some patches take (Poisson
@@ -50,7 +51,6 @@ from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-
 from srrgan_jax import augment  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import degradation  # pylint: disable=g-import-not-at-top,wrong-import-position
-from srrgan_jax import image_io  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import sample_photos  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import subimages  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import training_degradation  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -169,12 +169,12 @@ def staged_sample(clock, pixels, sample_index, *, seed, patch_size, scale, augme
   """`data.training_sample` split into timed stages (same calls, same random draws)."""
   # pylint: disable=protected-access
   words = [seed % 2**64, sample_index]
-  rng = np.random.default_rng(words + [data._AUGMENT_STREAM])
+  rng = clock.run('rng_setup', np.random.default_rng, words + [data._AUGMENT_STREAM])
   patch = clock.run('crop_flip_rot', augment.random_geometry, pixels, patch_size, rng,
                     augment_cfg)
-  hr = clock.run('to_float', image_io.to_unit_float, patch)
+  hr = clock.run('to_float', data.jitter_input, patch)
   hr = clock.run('colour_jitter', augment.colour_jitter, hr, rng, augment_cfg)
-  rng = np.random.default_rng(words + [data._DEGRADE_STREAM])
+  rng = clock.run('rng_setup', np.random.default_rng, words + [data._DEGRADE_STREAM])
   cfg = degradation_cfg
   if cfg.model != 'original':
     hr, lr, _ = clock.run(f'degrade_{cfg.model}', training_degradation.degrade_training,

@@ -160,13 +160,20 @@ def training_sample(pixels: np.ndarray, sample_index: int, *, seed: int,
   rng = np.random.default_rng(words + [_AUGMENT_STREAM])
   patch, geometry = augment.random_geometry(pixels, patch_size, rng, augment_cfg,
                                             return_params=True)
-  hr, colour = augment.colour_jitter(image_io.to_unit_float(patch), rng, augment_cfg,
+  hr, colour = augment.colour_jitter(jitter_input(patch), rng, augment_cfg,
                                      return_params=True)
   hr, lr, degrade = training_degradation.degrade_training(
       hr, np.random.default_rng(words + [_DEGRADE_STREAM]), degradation_cfg, scale)
   if return_params:
     return hr, lr, {**geometry, **colour, **degrade}
   return hr, lr
+
+
+def jitter_input(patch: np.ndarray) -> np.ndarray:
+  """The patch as colour jitter takes it: 8/16-bit as they are, anything else in [0, 1]."""
+  if patch.dtype in (np.uint8, np.uint16):
+    return patch  # Colour jitter scales these in its first pass.
+  return image_io.to_unit_float(patch)  # Clips float pixels; names other types.
 
 
 def hr_to_uint8(hr: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
