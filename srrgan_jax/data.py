@@ -18,7 +18,10 @@ batches depend neither on the worker count nor on the host count.
 A batch is {'lr': float32 in [-1, 1], 'hr': uint8}: the HR target travels as
 the 8-bit rounding of the float patch (at most 0.5/255 from it; the train step
 maps it to [-1, 1] on the devices), a quarter of the float32 bytes to copy
-between processes and to the accelerators.
+between processes and to the accelerators. Worker processes build their
+batches directly in shared memory, which Grain then hands to the trainer by
+name. With `data.decoded_cache_gb` > 0 the decoded images are kept on disk and
+memory-mapped in later epochs (`decoded_cache`).
 
 Evaluation sets live in `eval_sets`, the built-in sample photos in
 `sample_photos`, the sub-image preparation in `subimages`.
@@ -249,13 +252,19 @@ class _LoadBatch(grain.transforms.Map):
     batch = new_batch(len(refs), size, low, shared=_IN_WORKER_PROCESS)
     # Plain views to write through: OpenCV then fills the rows in place.
     hr_out, lr_out = batch['hr'].view(np.ndarray), batch['lr'].view(np.ndarray)
-    for i, (path, sample_index) in enumerate(refs):
-      hr, lr = training_sample(
-          self._decode_or_replace(path), sample_index, seed=self._seed,
-          patch_size=size, scale=self._scale, augment_cfg=self._augment,
-          degradation_cfg=self._degradation)
-      hr_to_uint8(hr, out=hr_out[i])
-      cv2.addWeighted(lr, 2.0, lr, 0.0, -1.0, dst=lr_out[i])  # To [-1, 1] in one pass.
+    try:
+      for i, (path, sample_index) in enumerate(refs):
+        hr, lr = training_sample(
+            self._decode_or_replace(path), sample_index, seed=self._seed,
+            patch_size=size, scale=self._scale, augment_cfg=self._augment,
+            degradation_cfg=self._degradation)
+        hr_to_uint8(hr, out=hr_out[i])
+        cv2.addWeighted(lr, 2.0, lr, 0.0, -1.0, dst=lr_out[i])  # To [-1, 1] in one pass.
+    except BaseException:
+      for array in batch.values():  # Nobody else will unlink its shared memory.
+        if isinstance(array, grain_multiprocessing.SharedMemoryArray):
+          array.unlink_on_del()
+      raise
     return batch
 
 

@@ -1,7 +1,9 @@
 """The decoded-image cache and the shared-memory batches of worker processes."""
 
+import gc
 import logging
 import os
+import time
 
 import grain
 import numpy as np
@@ -117,3 +119,26 @@ def test_worker_batches_travel_in_shared_memory_and_equal_in_process_ones(photo_
     _assert_same([batch, next(it)], in_process)
   finally:
     it.close()
+
+
+def test_a_failed_worker_batch_leaves_no_shared_memory(photo_folder, monkeypatch):
+  monkeypatch.setattr(data, '_IN_WORKER_PROCESS', True)  # As in a Grain worker.
+  names = []
+  real_new_batch = data.new_batch
+
+  def recording_new_batch(*args, **kwargs):
+    batch = real_new_batch(*args, **kwargs)
+    names.extend(array.shm.name for array in batch.values())
+    return batch
+  monkeypatch.setattr(data, 'new_batch', recording_new_batch)
+  # Captured log records would keep the failed decodes' frames, and the batch, alive.
+  monkeypatch.setattr(data.logging, 'warning', lambda *args: None)
+  broken = str(photo_folder / 'broken.png')
+  with pytest.raises(image_io.ImageReadError, match='None of the training images'):
+    data._LoadBatch(_config(), [broken]).map([(broken, 0)])  # pylint: disable=protected-access
+  gc.collect()
+  deadline = time.monotonic() + 5  # Grain may unlink from a thread.
+  while any(os.path.exists(f'/dev/shm/{name}') for name in names):
+    assert time.monotonic() < deadline, f'shared memory {names} left behind'
+    time.sleep(0.05)
+  assert len(names) == 2
