@@ -76,7 +76,6 @@ def cpu_seconds():
 
 
 SOURCES = ('files', 'decoded_cache', 'subimages')
-SUBIMAGE_CROP, SUBIMAGE_STEP = 480, 240  # srrgan-prepare-data's defaults.
 
 
 def _str_list(text):
@@ -99,7 +98,7 @@ def source_dir(source, train_dir, scratch):
     return train_dir
   folder = Path(scratch) / 'subimages'
   if not folder.exists():
-    subimages.extract_subimages(train_dir, folder, crop=SUBIMAGE_CROP, step=SUBIMAGE_STEP)
+    subimages.extract_subimages(train_dir, folder)  # srrgan-prepare-data's defaults.
   return folder
 
 
