@@ -24,9 +24,10 @@ default one-pass model (rows say which).
 the in-process pipeline on one core (decode, or reading the decoded-image
 cache, shared by `patches_per_image` patches; the sample's two seeded random
 generators; crop/flip/rot; to float (float images only: colour jitter scales
-8/16-bit patches itself); colour jitter; each degradation step; the batch rows: LR to [-1, 1] and HR rounded to
-uint8, written into the shared memory a worker hands its batches over in; the
-hand-over of a batch to the trainer, as Grain does it). Stage costs are
+8/16-bit patches itself); colour jitter; each degradation step; the batch
+rows: LR to [-1, 1] and HR rounded to uint8, written into the shared memory a
+worker hands its batches over in; the hand-over of a batch to the trainer, as
+Grain does it). Stage costs are
 averages over all patches, so a step that only some patches take (Poisson
 noise, JPEG) counts with its frequency. It checks that the staged result
 equals the pipeline's own sample bit for bit: the breakdown times the real code.

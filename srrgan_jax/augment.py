@@ -73,7 +73,8 @@ def colour_jitter(img: np.ndarray, rng: np.random.Generator, cfg, *,
   # (x + b - mean(x + b)) * c + mean(x + b) == c * x + (1 - c) * mean + b, as one
   # OpenCV affine colour transform (numpy broadcasting is ~20x slower here); for
   # integer pixels x = value * unit, so the scaling to [0, 1] costs no pass of
-  # its own (the result differs from scaling first by float32 rounding, ~1e-7).
+  # its own (the result differs from scaling first by float32 rounding: a few
+  # 1e-6 after the HSV round trip).
   offset = (1.0 - contrast) * mean + brightness
   rgb_affine = np.hstack([np.eye(3) * (contrast * unit), offset[:, None]]).astype(np.float32)
   out = cv2.transform(pixels, rgb_affine)
