@@ -142,3 +142,19 @@ def test_a_failed_worker_batch_leaves_no_shared_memory(photo_folder, monkeypatch
     assert time.monotonic() < deadline, f'shared memory {names} left behind'
     time.sleep(0.05)
   assert len(names) == 2
+
+
+def test_a_failed_write_is_reported_once_and_decoding_goes_on(photo_folder, tmp_path,
+                                                              monkeypatch, caplog):
+  caplog.set_level(logging.WARNING)
+  cache = decoded_cache.DecodedCache(tmp_path / 'decoded', 1.0)
+
+  def disk_full(*args, **kwargs):
+    raise OSError(28, 'No space left on device')
+  monkeypatch.setattr(decoded_cache.np, 'save', disk_full)
+  for name in ('rgb8.png', 'gray.png'):
+    path = str(photo_folder / name)
+    np.testing.assert_array_equal(cache.load(path, data.decode_pixels),
+                                  data.decode_pixels(path))
+  assert not list((tmp_path / 'decoded').iterdir())  # No files, not even temporary ones.
+  assert caplog.text.count('cannot write') == 1 and 'No space left' in caplog.text
