@@ -4,8 +4,8 @@ Every phase-3 checkpoint's generator (of a population run: every member of
 every checkpoint) is scored by mean LPIPS on the test set; the lowest wins and
 becomes the run's selected model. One generator program is compiled per run
 and reused for every checkpoint (the parameters are an argument of the
-program); checkpoints are loaded one at a time and dropped after scoring, so
-memory holds one set of weights.
+program); checkpoints are loaded one at a time (of a population: one member at
+a time, read from the checkpoint of all members) and dropped after scoring.
 """
 
 from __future__ import annotations
