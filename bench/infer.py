@@ -80,7 +80,7 @@ def configurations(args):
 
 
 def original_seconds(args, sizes) -> dict:
-  """{(lr size, mode): best seconds} of the original's bench_infer.py, run now ({} without --seed_tf)."""
+  """{(lr size, mode): best seconds} of the original's bench_infer.py now; {} without --seed_tf."""
   if not args.seed_tf:
     return {}
   rows = seed_tf.run_or_exit(args, SEED_TF_SCRIPT, [
