@@ -16,7 +16,9 @@ JAX 2048x2048 matmul (`matmul_peak_gflops`). `cpu_seconds` is this process's
 CPU time (all threads) during that run: on a shared machine, wall time includes
 waiting for other processes, CPU time does not (quiet wall time >= cpu_seconds
 / cores). Every line names the CPU model, clock, cores and load average. Random
-weights: speed does not depend on them.
+weights: speed does not depend on them. Settings default to what infer.py uses:
+on a CPU one tile per call, two calls at once (--workers) and Eigen's
+convolutions (--no-eigen_convolutions for XLA's default).
 
 Side by side: with `--seed_tf DIR --seed_tf_python PY` the original system's
 TensorFlow port (`DIR/bench_infer.py`, run first by that Python, on the same
@@ -44,6 +46,7 @@ import seed_tf
 from configs import default
 from srrgan_jax import inference
 from srrgan_jax import tiling
+from srrgan_jax import xla_cpu
 from srrgan_jax.models import init_generator
 
 SEED_TF_SCRIPT = 'bench_infer.py'
@@ -64,7 +67,13 @@ def parse_args():
   parser.add_argument('--batch_size', type=int, default=0,
                       help='Tiles per forward call; 0 = what infer.py uses (1 on a '
                       'CPU, config.inference.batch_size = 16 on accelerators).')
+  parser.add_argument('--workers', type=int, default=0,
+                      help='Forward calls at once; 0 = what infer.py uses (2 on a CPU, '
+                      'else 1).')
   parser.add_argument('--repeats', type=int, default=2, help='Timed runs; the best counts.')
+  parser.add_argument('--eigen_convolutions', action=argparse.BooleanOptionalAction,
+                      default=True, help='Apply xla_cpu.use_inference_convolutions() as '
+                      'infer.py does (CPU only).')
   seed_tf.add_arguments(parser)
   args = parser.parse_args()
   seed_tf.check_arguments(parser, args, SEED_TF_SCRIPT)
@@ -103,6 +112,8 @@ def matmul_peak_gflops():
 
 def main():
   args = parse_args()
+  if args.eigen_convolutions:
+    xla_cpu.use_inference_convolutions()  # Before JAX starts its backend.
   original = original_seconds(args, sorted({size for size, _, _ in configurations(args)}))
   device = jax.devices()[0]
   peak = matmul_peak_gflops()
@@ -118,7 +129,7 @@ def main():
     if key not in upscalers:
       upscalers[key] = inference.Upscaler(config, params, tile=tile, overlap=args.overlap,
                                           batch_size=args.batch_size or None,
-                                          compute_dtype=dtype)
+                                          compute_dtype=dtype, workers=args.workers or None)
     upscaler = upscalers[key]
     batch_size = upscaler.batch_size
     lr = image[:size, :size]
@@ -150,7 +161,8 @@ def main():
         'out_size': f'{hr.shape[0]}x{hr.shape[1]}', 'dtype': dtype,
         'tile': args.tile if mode == 'tiled' else None,
         'overlap': args.overlap if mode == 'tiled' else None,
-        'batch_size': batch_size if mode == 'tiled' else 1, 'tiles': tiles,
+        'batch_size': batch_size if mode == 'tiled' else 1,
+        'workers': upscaler.workers if mode == 'tiled' else 1, 'tiles': tiles,
         'forward_calls': calls, 'seconds': round(seconds, 3),
         'cpu_seconds': round(cpu_seconds, 3), 'compile_seconds': round(compile_seconds, 2),
         'out_mpix_per_s': round(hr.shape[0] * hr.shape[1] / 1e6 / seconds, 4),
