@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 from typing import Callable, Optional
 
 import numpy as np
@@ -186,7 +187,7 @@ def upscale_tiled(forward: Forward, lr_HWC: np.ndarray, *, scale: int, tile: int
   with contextlib.ExitStack() as stack:
     if workers > 1:
       pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(workers))
-      call = lambda tiles: pool.submit(_finished, forward, tiles)
+      call = functools.partial(pool.submit, _finished, forward)
     else:
       call = forward
     # Up to `workers` + 1 batches in flight: the next call starts before the
