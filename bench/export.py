@@ -7,7 +7,8 @@
 Prints one JSON object for the export (seconds and file size per format) and one
 per backend and mode. `seconds` is the best of --repeats end-to-end runs of
 `Upscaler.upscale` ([0, 1] image in, [0, 1] HR out: the same tiling and Hann
-blending for every backend, one tile per call as infer.py uses on a CPU);
+blending for every backend, one tile per call as infer.py uses on a CPU; JAX
+with infer.py's CPU settings: two calls at once, Eigen's convolutions);
 compilation (JAX) and session creation (onnxruntime) come first and are not
 timed. `cpu_seconds` is this process's CPU time (all threads) during that run:
 on a shared machine, wall time includes waiting for other processes, CPU time
@@ -34,6 +35,7 @@ from configs import tiny
 from srrgan_jax import export
 from srrgan_jax import inference
 from srrgan_jax import onnx_inference
+from srrgan_jax import xla_cpu
 from srrgan_jax.models import init_generator
 
 
@@ -57,6 +59,7 @@ def timed(function):
 
 def main():
   args = parse_args()
+  xla_cpu.use_inference_convolutions()  # As infer.py; before JAX starts its backend.
   config = tiny.get_config() if args.smoke else default.get_config()
   size = 64 if args.smoke else args.size
   repeats = 1 if args.smoke else args.repeats

@@ -3,6 +3,7 @@
   python bench/train.py                      # phases 1 and 3, batch 4 and 16
   python bench/train.py --quick              # phase 1 and phase 3 at batch 4
   python bench/train.py --phases 3 --batch_sizes 16
+  python bench/train.py --quick --seed_tf DIR --seed_tf_python PY   # + the original, side by side
 
 Prints one JSON object per configuration: `s_per_step` is the median wall time
 of --repeats steps after the first (compiling) call, `compile_s` the first call
@@ -17,15 +18,22 @@ float32 2048x2048 matmul measured in the same run, and `fraction_of_matmul_peak`
 = `xla_gflops` / that. `reference_equivalent_gflops` divides the reference's
 analytical FLOPs instead (a generator forward costs 23.0 GFLOP per 128x128 LR
 patch, a phase-1 step 3x that per sample, a phase-3 step 297 GFLOP per sample),
-so it compares with the reference's 40-81 GFLOP/s directly; it counts work the
+the count behind the original port's `gflops_achieved`; it counts work the
 program does not do (e.g. phase 3's frozen VGG19 needs no weight gradients) and
 can exceed what the machine executes.
 
 Random weights (VGG19 too): speed does not depend on them. On CPUs the XLA
 flags of `srrgan_jax.xla_cpu` are applied unless --no-eigen_convolutions.
 
-Reference (measured on the same 2-core CPU, quiet, original TF/Keras + oneDNN, float32):
-phase 1 batch 4 5.4 s/step, batch 16 27.8 s; phase 3 batch 4 14.6 s, batch 16 66 s.
+Side by side: with `--seed_tf DIR --seed_tf_python PY` the original system's
+TensorFlow port (`DIR/bench_train.py`, run first by that Python: Keras's
+default execution, the same phases, batch sizes and number of timed steps)
+times its steps on this machine, and each line adds `original_s_per_step`,
+`original_cpu_s_per_step` (its medians) and `speedup_vs_original` =
+original_s_per_step / s_per_step. `sgemm_peak_gflops` is numpy's float32
+4096x4096 matmul on all cores timed in the same run (`bench/machine.py`),
+`fraction_of_sgemm_peak` = `xla_gflops` / that; every line names the CPU
+model, clock, cores and load average.
 """
 
 import argparse
@@ -39,9 +47,11 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from srrgan_jax import xla_cpu  # pylint: disable=g-import-not-at-top
+import machine  # pylint: disable=g-import-not-at-top
+import seed_tf
+from srrgan_jax import xla_cpu
 
-REFERENCE_S_PER_STEP = {(1, 4): 5.4, (1, 16): 27.8, (3, 4): 14.6, (3, 16): 66.0}
+SEED_TF_SCRIPT = 'bench_train.py'
 GENERATOR_FORWARD_GFLOP = 23.0  # Per 128x128 LR patch (the reference's analytical count).
 GFLOP_PER_SAMPLE = {1: 3 * GENERATOR_FORWARD_GFLOP, 3: 297.0}
 
@@ -54,7 +64,9 @@ def parse_args():
   parser.add_argument('--repeats', type=int, default=3, help='Timed steps per configuration.')
   parser.add_argument('--eigen_convolutions', action=argparse.BooleanOptionalAction,
                       default=True, help='Apply srrgan_jax.xla_cpu (CPU only).')
+  seed_tf.add_arguments(parser)
   args = parser.parse_args()
+  seed_tf.check_arguments(parser, args, SEED_TF_SCRIPT)
   if args.quick:
     args.batch_sizes, args.repeats = [4], 2
   return args
@@ -93,7 +105,23 @@ def matmul_gflops(dtype='float32', size=2048, repeats=5):
   return 2 * size**3 / best / 1e9
 
 
-def bench(args, phase, batch_size, vgg_params, mesh, peak_gflops):
+def original_steps(args) -> dict:
+  """{(phase, batch size): the original's bench_train.py line}, run now ({} without --seed_tf)."""
+  if not args.seed_tf:
+    return {}
+
+  def batches(phase):
+    return ','.join(str(b) for b in args.batch_sizes) if phase in args.phases else ''
+
+  rows = seed_tf.run_or_exit(args, SEED_TF_SCRIPT, [
+      '--p1-batches', batches(1), '--p3-batches', batches(3), '--jit', '0',
+      '--warmup', '2', '--steps', str(args.repeats)])
+  phase_of = {'phase1_gen_mae_step': 1, 'phase3_gan_step': 3}
+  return {(phase_of[row['what']], row['batch']): row
+          for row in rows if row.get('what') in phase_of}
+
+
+def bench(args, phase, batch_size, vgg_params, mesh, peak_gflops, sgemm_peak_gflops):
   import jax
   import numpy as np
   from configs import default
@@ -128,7 +156,6 @@ def bench(args, phase, batch_size, vgg_params, mesh, peak_gflops):
     cpus.append(time.process_time() - cpu_start)
   seconds = statistics.median(walls)
   gflop = GFLOP_PER_SAMPLE[phase] * batch_size
-  reference = REFERENCE_S_PER_STEP.get((phase, batch_size))
   device = jax.devices()[0]
   return {
       'bench': 'train', 'phase': phase, 'batch_size': batch_size,
@@ -143,17 +170,29 @@ def bench(args, phase, batch_size, vgg_params, mesh, peak_gflops):
                                   if gflop_xla else None),
       'reference_gflop_per_step': round(gflop, 1),
       'reference_equivalent_gflops': round(gflop / seconds, 1),
-      'reference_s_per_step': reference,
-      'speedup_vs_reference': round(reference / seconds, 2) if reference else None,
+      'sgemm_peak_gflops': round(sgemm_peak_gflops, 1),
+      'fraction_of_sgemm_peak': (round(gflop_xla / seconds / sgemm_peak_gflops, 3)
+                                 if gflop_xla else None),
       'loss': round(float(metrics['loss']), 5),
       'device': f'{device.platform}:{device.device_kind}', 'devices': mesh.devices.size,
-      'cpu_count': os.cpu_count(), 'load_avg_1min': round(os.getloadavg()[0], 2),
+      'load_avg_1min': round(os.getloadavg()[0], 2), **machine.describe(),
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
   }
 
 
+def with_original(row, original):
+  """`row` plus the original's matching step times and the ratio (unchanged without them)."""
+  match = original.get((row['phase'], row['batch_size']))
+  if match is None:
+    return row
+  return {**row, 'original_s_per_step': match['s_per_step_median'],
+          'original_cpu_s_per_step': match['cpu_s_per_step_median'],
+          'speedup_vs_original': seed_tf.ratio(match['s_per_step_median'], row['s_per_step'])}
+
+
 def main():
   args = parse_args()
+  original = original_steps(args)  # Before this process starts JAX.
   if args.eigen_convolutions:
     xla_cpu.use_eigen_convolutions()  # Before JAX starts its backend.
   import jax
@@ -162,12 +201,13 @@ def main():
 
   mesh = parallel.make_mesh(jax.local_devices()[:1])  # One device: a step's speed.
   peak_gflops = matmul_gflops()
+  sgemm_peak = machine.sgemm_peak_gflops()
   with tempfile.TemporaryDirectory() as directory:
     vgg_params = random_vgg19(default.get_config(), directory) if 3 in args.phases else None
   for phase in args.phases:
     for batch_size in args.batch_sizes:
-      print(json.dumps(bench(args, phase, batch_size, vgg_params, mesh, peak_gflops)),
-            flush=True)
+      row = bench(args, phase, batch_size, vgg_params, mesh, peak_gflops, sgemm_peak)
+      print(json.dumps(with_original(row, original)), flush=True)
 
 
 if __name__ == '__main__':

@@ -66,6 +66,8 @@ class Upscaler:
   tile=0 runs the whole image in one forward call (recompiles per image size and
   needs memory for the whole image: for benchmarks and small images). Tiling
   settings default to `config.inference`, the batch size to 1 on a CPU.
+  `workers` forward calls run at once (`tiling.upscale_tiled`); default 2 for
+  the JAX generator on a CPU (one tile keeps the cores only partly busy), else 1.
   `forward` replaces the JAX generator (e.g. `onnx_inference.OnnxForward`;
   `params` are then unused): a callable with GeneratorForward's call signature
   and `size_multiple`.
@@ -74,7 +76,8 @@ class Upscaler:
   def __init__(self, config: ml_collections.ConfigDict, params, *,
                tile: Optional[int] = None, overlap: Optional[int] = None,
                batch_size: Optional[int] = None, margin: Optional[int] = None,
-               compute_dtype: Optional[str] = None, forward=None):
+               compute_dtype: Optional[str] = None, forward=None,
+               workers: Optional[int] = None):
     inference = config.inference
     self.config = config
     self.scale = int(config.scale)
@@ -85,6 +88,9 @@ class Upscaler:
       # last batch would only waste work.
       batch_size = 1 if jax.default_backend() == 'cpu' else inference.batch_size
     self.batch_size = int(batch_size)
+    if workers is None:
+      workers = 2 if forward is None and jax.default_backend() == 'cpu' else 1
+    self.workers = int(workers)
     self.margin = margin
     if compute_dtype and compute_dtype not in COMPUTE_DTYPES:
       raise InferenceError(f'compute_dtype={compute_dtype!r}: use one of {COMPUTE_DTYPES}.')
@@ -105,6 +111,8 @@ class Upscaler:
                            f'--tile {self.tile}; try {self.tile // 4}.')
     if self.batch_size < 1:
       raise InferenceError(f'--batch_size {self.batch_size}: must be at least 1.')
+    if self.workers < 1:
+      raise InferenceError(f'workers={self.workers}: must be at least 1.')
 
   def num_tiles(self, height: int, width: int) -> int:
     return tiling.count_tiles(height, width, self.tile, self.overlap) if self.tile else 1
@@ -116,7 +124,8 @@ class Upscaler:
     if self.tile:
       hr = tiling.upscale_tiled(self.forward, lr, scale=self.scale, tile=self.tile,
                                 overlap=self.overlap, batch_size=self.batch_size,
-                                margin=self.margin, progress=progress)
+                                margin=self.margin, progress=progress,
+                                workers=self.workers)
     else:
       hr = tiling.upscale_whole(self.forward, lr, scale=self.scale,
                                 multiple=self.size_multiple)

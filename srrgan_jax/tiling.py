@@ -28,6 +28,9 @@ or all tiles.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import functools
 from typing import Callable, Optional
 
 import numpy as np
@@ -103,9 +106,15 @@ def _axis_total_weight(starts: list[int], windows: list[np.ndarray], scale: int,
   return total
 
 
+def _finished(forward: Forward, tiles: np.ndarray) -> np.ndarray:
+  """forward(tiles) run to completion on the calling thread."""
+  return np.asarray(forward(tiles), np.float32)
+
+
 def upscale_tiled(forward: Forward, lr_HWC: np.ndarray, *, scale: int, tile: int = 128,
                   overlap: int = 32, batch_size: int = 16, margin: Optional[int] = None,
-                  progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
+                  progress: Optional[Callable[[int], None]] = None,
+                  workers: int = 1) -> np.ndarray:
   """Upscales an image of any size tile by tile and blends the tiles seamlessly.
 
   Args:
@@ -122,12 +131,19 @@ def upscale_tiled(forward: Forward, lr_HWC: np.ndarray, *, scale: int, tile: int
     margin: LR pixels at each inner tile edge given zero weight; default
       overlap // 8.
     progress: called with the number of tiles finished after each batch.
+    workers: forward calls run at once, each on its own thread. XLA:CPU runs
+      one call at a time per calling thread and keeps the cores only partly
+      busy with a single small tile; two threads fill them. With 1, calls are
+      made from this thread (an accelerator queues them itself). Tiles are
+      blended in the same order either way, so the result does not depend on it.
 
   Returns:
     float32 (H*scale, W*scale, C_out) numpy array.
   """
   margin = overlap // 8 if margin is None else margin
   _check_layout(tile, overlap, margin, batch_size)
+  if workers < 1:
+    raise ValueError(f'workers={workers}: need at least one forward call at a time.')
   lr_HWC = np.asarray(lr_HWC)
   if lr_HWC.ndim != 3:
     raise ValueError(f'Expected an (H, W, C) image, got shape {lr_HWC.shape}.')
@@ -146,6 +162,8 @@ def upscale_tiled(forward: Forward, lr_HWC: np.ndarray, *, scale: int, tile: int
 
   def accumulate(batch_grid, hr_tiles):
     nonlocal canvas, weighted
+    if isinstance(hr_tiles, concurrent.futures.Future):
+      hr_tiles = hr_tiles.result()
     hr_tiles = np.asarray(hr_tiles, np.float32)
     expected = (batch_size, tile_hr, tile_hr)
     if hr_tiles.ndim != 4 or hr_tiles.shape[:3] != expected:
@@ -166,18 +184,26 @@ def upscale_tiled(forward: Forward, lr_HWC: np.ndarray, *, scale: int, tile: int
     if progress is not None:
       progress(len(batch_grid))
 
-  pending = None
-  for first in range(0, len(grid), batch_size):
-    batch_grid = grid[first:first + batch_size]
-    # A fresh array per batch: a dispatched forward may still be reading the last one.
-    tiles = np.zeros((batch_size, tile, tile, lr_HWC.shape[2]), np.float32)
-    for i, (iy, ix) in enumerate(batch_grid):
-      tiles[i] = lr_HWC[ys[iy]:ys[iy] + tile, xs[ix]:xs[ix] + tile]
-    hr_tiles = forward(tiles)
-    if pending is not None:
+  with contextlib.ExitStack() as stack:
+    if workers > 1:
+      pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(workers))
+      call = functools.partial(pool.submit, _finished, forward)
+    else:
+      call = forward
+    # Up to `workers` + 1 batches in flight: the next call starts before the
+    # oldest one is blended, so host blending overlaps the forward calls.
+    in_flight = []
+    for first in range(0, len(grid), batch_size):
+      batch_grid = grid[first:first + batch_size]
+      # A fresh array per batch: a dispatched forward may still be reading the last one.
+      tiles = np.zeros((batch_size, tile, tile, lr_HWC.shape[2]), np.float32)
+      for i, (iy, ix) in enumerate(batch_grid):
+        tiles[i] = lr_HWC[ys[iy]:ys[iy] + tile, xs[ix]:xs[ix] + tile]
+      in_flight.append((batch_grid, call(tiles)))
+      if len(in_flight) > workers:
+        accumulate(*in_flight.pop(0))
+    for pending in in_flight:
       accumulate(*pending)
-    pending = (batch_grid, hr_tiles)
-  accumulate(*pending)
 
   total_rows = _axis_total_weight(ys, row_windows, scale, canvas.shape[0])
   total_cols = _axis_total_weight(xs, col_windows, scale, canvas.shape[1])

@@ -4,8 +4,8 @@ XLA:CPU hands convolutions to YNNPACK by default. Its weight-gradient
 convolutions (a 3x3 kernel gradient is a convolution with a 128x128 window)
 run about 1.6x slower than XLA's own Eigen convolutions on this project's
 networks: with convolutions left to Eigen, a full-size training step takes about
-20% less CPU time (phase 1 and phase 3, batch 4; see `bench/train.py`). For
-training only: a forward pass alone (inference) runs 5-10% faster with YNNPACK.
+20% less CPU time (phase 1 and phase 3, batch 4; see `bench/train.py`).
+Upscaling uses Eigen's convolutions too (`use_inference_convolutions`).
 
 XLA reads its flags once, when JAX starts its CPU backend: call
 `use_eigen_convolutions()` before the first JAX computation of the process.
@@ -36,3 +36,20 @@ def use_eigen_convolutions() -> None:
   if 'xla_cpu_experimental_ynn_fusion_type' in flags:
     return
   os.environ['XLA_FLAGS'] = f'{flags} {EIGEN_CONVOLUTIONS_FLAG}'.strip()
+
+
+def use_inference_convolutions() -> None:
+  """XLA:CPU settings for upscaling (`infer.py`): Eigen's convolutions, as in training.
+
+  Chosen by measuring the full-size generator's forward pass on a 2-core AMD
+  EPYC (AVX2) shared with other jobs, so by CPU time, in interleaved runs: with
+  Eigen, a whole 512 px image took 7-9% less CPU time than with XLA's
+  default YNNPACK convolutions and kept both cores busier; 128 px tiles took
+  the same within 2%. oneDNN (`--xla_cpu_use_onednn`) and the
+  concurrency-optimized scheduler changed nothing beyond 3%. YNNPACK was never
+  the faster one by more than that here, and its weight-gradient convolutions
+  are far slower on this CPU, so one setting serves training and inference.
+  Same rules as `use_eigen_convolutions` (a user's own setting wins; nothing on
+  accelerators; call before JAX starts its CPU backend).
+  """
+  use_eigen_convolutions()

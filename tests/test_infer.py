@@ -233,6 +233,20 @@ def test_bad_tiling_options_are_rejected(checkpoint):
     inference.Upscaler(config, params, tile=16, overlap=16)
   with pytest.raises(inference.InferenceError, match='compute_dtype'):
     inference.Upscaler(config, params, compute_dtype='float16')
+  with pytest.raises(inference.InferenceError, match='workers=0'):
+    inference.Upscaler(config, params, workers=0)
+
+
+def test_two_concurrent_tiles_on_a_cpu_give_the_one_at_a_time_image(checkpoint):
+  config, params = inference.load_model(checkpoint=checkpoint)
+  upscaler = inference.Upscaler(config, params, tile=16, overlap=4)
+  assert (upscaler.batch_size, upscaler.workers) == (1, 2)  # The CPU defaults.
+  rgb = random_pixels((37, 45, 3), seed=8).astype(np.float32) / 255
+  assert upscaler.num_tiles(37, 45) == 12
+  one_at_a_time = models.to_unit(tiling.upscale_tiled(
+      upscaler.forward, models.from_unit(rgb), scale=2, tile=16, overlap=4, batch_size=1))
+  # The same compiled program on the same tiles, blended in the same order.
+  np.testing.assert_allclose(upscaler.upscale(rgb), one_at_a_time, rtol=0, atol=1e-6)
 
 
 def test_whole_image_mode_agrees_with_tiles_and_bfloat16_is_applied(checkpoint):

@@ -1,6 +1,7 @@
 """Tiled inference: layout, weights everywhere, exactness, no seams, one compile, bounded memory."""
 
 import math
+import threading
 import tracemalloc
 
 import cv2
@@ -190,7 +191,35 @@ def test_one_compiled_function_with_a_fixed_batch_shape():
   assert traced_shapes == [(4, 16, 16, 3)]
 
 
-def test_memory_stays_bounded_by_the_canvas_and_one_batch():
+@pytest.mark.parametrize('workers', [2, 3])
+def test_concurrent_forward_calls_give_the_same_image(workers):
+  forward = make_conv_model(3)
+  lr = random_image(45, 70)
+  expected = tiling.upscale_tiled(forward, lr, scale=SCALE, tile=16, overlap=6, batch_size=2)
+  hr = tiling.upscale_tiled(forward, lr, scale=SCALE, tile=16, overlap=6, batch_size=2,
+                            workers=workers)
+  np.testing.assert_array_equal(hr, expected)  # Same tiles, blended in the same order.
+
+
+def test_workers_run_forward_calls_at_once():
+  barrier = threading.Barrier(2, timeout=10)  # Passes only when two calls meet.
+
+  def forward(tiles):
+    barrier.wait()
+    return nearest_upsample(tiles)
+
+  lr = random_image(40, 28)
+  assert tiling.count_tiles(40, 28, 16, 4) == 6  # Even: every call has a partner.
+  hr = tiling.upscale_tiled(forward, lr, scale=SCALE, tile=16, overlap=4, batch_size=1,
+                            workers=2)
+  np.testing.assert_allclose(hr, nearest_upsample(lr[None])[0], atol=1e-6)
+  barrier = threading.Barrier(2, timeout=0.2)
+  with pytest.raises(threading.BrokenBarrierError):  # One call at a time never meets.
+    tiling.upscale_tiled(forward, lr, scale=SCALE, tile=16, overlap=4, batch_size=1)
+
+
+@pytest.mark.parametrize('workers', [1, 2])
+def test_memory_stays_bounded_by_the_canvas_and_one_batch(workers):
   height = width = 240
   tile, overlap, batch_size = 16, 8, 4
   lr = random_image(height, width)
@@ -204,7 +233,7 @@ def test_memory_stays_bounded_by_the_canvas_and_one_batch():
   tracemalloc.start()
   try:
     hr = tiling.upscale_tiled(forward, lr, scale=SCALE, tile=tile, overlap=overlap,
-                              batch_size=batch_size)
+                              batch_size=batch_size, workers=workers)
     _, peak = tracemalloc.get_traced_memory()
   finally:
     tracemalloc.stop()
@@ -225,3 +254,7 @@ def test_rejects_bad_layouts_and_wrong_forward_shapes():
     tiling.upscale_tiled(nearest_upsample, lr, scale=SCALE, tile=16, overlap=4, margin=3)
   with pytest.raises(ValueError, match='expected'):
     tiling.upscale_tiled(nearest_upsample, lr, scale=4, tile=16, overlap=4)
+  with pytest.raises(ValueError, match='expected'):
+    tiling.upscale_tiled(nearest_upsample, lr, scale=4, tile=16, overlap=4, workers=2)
+  with pytest.raises(ValueError, match='workers=0'):
+    tiling.upscale_tiled(nearest_upsample, lr, scale=SCALE, tile=16, overlap=4, workers=0)

@@ -20,6 +20,7 @@ from absl import flags
 from absl import logging
 
 from srrgan_jax import commands
+from srrgan_jax import xla_cpu
 
 _INPUT = flags.DEFINE_string(
     'input', None, 'Image file or folder (searched recursively).', short_name='i')
@@ -80,6 +81,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax's restore chatter is not news here.
+  xla_cpu.use_inference_convolutions()  # Before JAX starts its CPU backend.
   # Imported late so --help stays fast.
   from srrgan_jax import inference
   from srrgan_jax import interpolation
