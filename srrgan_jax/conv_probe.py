@@ -3,18 +3,21 @@
 XLA:CPU runs convolutions with YNNPACK by default, or with its own Eigen kernels
 (`xla_cpu.EIGEN_CONVOLUTIONS_FLAG`). Forward and input-gradient convolutions
 run at about the same speed either way; the weight gradient decides, and which
-library wins depends on the CPU and the per-device batch. On a 2-core AMD EPYC
-(AVX2), for a 3x3 64->64 convolution on 128x128 images, YNNPACK's weight
-gradient is 4x slower than Eigen's at batch 4 and 2x faster at batch 1.
+library wins depends on the CPU, the per-device batch and the cores free. On a
+2-core AMD EPYC (AVX2), for a 3x3 64->64 convolution on 128x128 images,
+YNNPACK's weight gradient takes 4x Eigen's CPU time at batch 4 and half of it
+at batch 1, but runs mostly on one thread: on that machine, quiet, the layer's
+training work is 5x faster with Eigen at batch 4 and about even at batch 1.
 
 The probe times that layer's training work (forward, input and weight
 gradients) at the run's per-device batch, LR patch size and width, both
 libraries compiled in one process (per-program compiler options) and timed
 alternately, best of a few calls each. YNNPACK is chosen only when it is at
 least `YNNPACK_MARGIN` faster; ties go to Eigen, which is never much slower for
-training. The choice is cached in `cache.cache_dir()` per CPU model, core count,
-jax/jaxlib version and shapes, so a machine keeps one choice (and a resumed run
-the same rounding) until one of those changes.
+training. The probe only runs on a quiet machine (`busy_load`). The choice is
+cached in `cache.cache_dir()` per CPU model, core count, jax/jaxlib version and
+shapes, so a machine keeps one choice (and a resumed run the same rounding)
+until one of those changes.
 
   python -m srrgan_jax.conv_probe --batch 4 --size 128 --channels 64
 """
@@ -40,6 +43,7 @@ LIBRARIES = ('eigen', 'ynnpack')
 YNNPACK_MARGIN = 0.2  # YNNPACK must take at most 1 - this of Eigen's time.
 CACHE_FILE = 'xla_cpu_convolutions.json'
 PROBE_TIMEOUT_S = 600
+BUSY_LOAD_PER_CORE = 0.5  # Above this 1-minute load average per core, do not probe.
 
 
 def cpu_model() -> str:
@@ -57,6 +61,19 @@ def cpu_model() -> str:
     except (OSError, subprocess.CalledProcessError):
       pass
   return platform.processor() or platform.machine()
+
+
+def busy_load() -> float | None:
+  """The 1-minute load average if it exceeds half the cores, else None.
+
+  Other jobs slow Eigen's multi-threaded weight gradients more than YNNPACK's,
+  which mostly run on one thread: a probe on a busy machine would favour
+  YNNPACK, which is then slower on the idle machine.
+  """
+  if not hasattr(os, 'getloadavg'):
+    return None
+  load = os.getloadavg()[0]
+  return load if load > BUSY_LOAD_PER_CORE * (os.cpu_count() or 1) else None
 
 
 def cache_key(batch: int, size: int, channels: int) -> str:
@@ -126,14 +143,20 @@ def cached_choice(batch: int, size: int, channels: int) -> tuple[str, dict]:
   """(library, cache entry) for a training layer, probing in a child process on a miss.
 
   The child runs JAX on the CPU with the current XLA_FLAGS, so this process's
-  own JAX backend need not (and must not yet) have started. A failed probe
-  gives Eigen and is not cached.
+  own JAX backend need not (and must not yet) have started. On a busy machine
+  (`busy_load`) nothing is measured; a failed probe, like a busy machine, gives
+  Eigen, uncached, so a later start measures.
   """
   path = cache.cache_dir() / CACHE_FILE
   key = cache_key(batch, size, channels)
   entry = _read_cache(path).get(key)
   if isinstance(entry, dict) and entry.get('choice') in LIBRARIES:
     return entry['choice'], entry
+  load = busy_load()
+  load_before = os.getloadavg()[0] if hasattr(os, 'getloadavg') else 0.0
+  if load is not None:
+    return 'eigen', {'choice': 'eigen',
+                     'not_measured': f'load average {load:.2f} on {os.cpu_count()} cores'}
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
          'PYTHONPATH': os.pathsep.join(filter(None, [
              str(pathlib.Path(__file__).resolve().parent.parent),
@@ -146,9 +169,8 @@ def cached_choice(batch: int, size: int, channels: int) -> tuple[str, dict]:
     seconds = json.loads(result.stdout.strip().splitlines()[-1])['seconds']
   except (OSError, subprocess.SubprocessError, ValueError, KeyError, IndexError) as error:
     return 'eigen', {'choice': 'eigen', 'error': f'probe failed: {error}'[:500]}
-  entry = {'choice': choose(seconds), 'seconds': seconds,
-           'measured': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-           'load_avg_1min': round(os.getloadavg()[0], 2) if hasattr(os, 'getloadavg') else None}
+  entry = {'choice': choose(seconds), 'seconds': seconds, 'load_avg_1min': round(load_before, 2),
+           'measured': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
   entries = _read_cache(path)  # Re-read: another process may have added entries.
   entries[key] = entry
   path.parent.mkdir(parents=True, exist_ok=True)

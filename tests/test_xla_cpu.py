@@ -93,8 +93,18 @@ def test_ynnpack_needs_a_clear_win(eigen_s, ynnpack_s, choice):
   assert conv_probe.choose({'eigen': eigen_s, 'ynnpack': ynnpack_s}) == choice
 
 
+def test_busy_machine_is_not_probed(cpu_env):
+  cpu_env.delenv(xla_cpu.TRAINING_CONVOLUTIONS_ENV, raising=False)
+  cpu_env.setattr(os, 'getloadavg', lambda: (0.51 * os.cpu_count(), 0.0, 0.0))
+  cpu_env.setattr(conv_probe.subprocess, 'run', _no_probe)
+  assert xla_cpu.choose_training_convolutions(1, 8, 4) == 'eigen'
+  assert xla_cpu.EIGEN_CONVOLUTIONS_FLAG in os.environ['XLA_FLAGS']
+  assert not (cache.cache_dir() / conv_probe.CACHE_FILE).exists()  # Measured when quiet.
+
+
 def test_probe_runs_once_per_key_and_sets_its_choice(cpu_env):
   cpu_env.delenv(xla_cpu.TRAINING_CONVOLUTIONS_ENV, raising=False)
+  cpu_env.setattr(os, 'getloadavg', lambda: (0.49 * os.cpu_count(), 0.0, 0.0))  # Quiet.
   library = xla_cpu.choose_training_convolutions(1, 8, 4)  # A real child process.
   entries = json.loads((cache.cache_dir() / conv_probe.CACHE_FILE).read_text())
   entry = entries[conv_probe.cache_key(1, 8, 4)]
