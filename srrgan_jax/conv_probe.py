@@ -34,6 +34,8 @@ import subprocess
 import sys
 import time
 
+from absl import logging
+
 from srrgan_jax import cache
 
 # Per-program equivalent of EIGEN_CONVOLUTIONS_FLAG: YNNPACK keeps the
@@ -155,8 +157,11 @@ def cached_choice(batch: int, size: int, channels: int) -> tuple[str, dict]:
   load = busy_load()
   load_before = os.getloadavg()[0] if hasattr(os, 'getloadavg') else 0.0
   if load is not None:
+    logging.info('XLA:CPU convolution probe skipped (load average %.2f on %d cores): Eigen '
+                 'for this run; a quieter start measures.', load, os.cpu_count())
     return 'eigen', {'choice': 'eigen',
                      'not_measured': f'load average {load:.2f} on {os.cpu_count()} cores'}
+  logging.info('Timing XLA:CPU convolution libraries once for %s (cached in %s).', key, path)
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
          'PYTHONPATH': os.pathsep.join(filter(None, [
              str(pathlib.Path(__file__).resolve().parent.parent),
