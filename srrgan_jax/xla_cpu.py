@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 
+from absl import logging
+
 from srrgan_jax import errors
 
 # Removes convolutions from the op kinds XLA:CPU gives to YNNPACK.
@@ -66,6 +68,9 @@ def choose_training_convolutions(per_device_batch: int, lr_size: int,
   if setting == 'probe':
     from srrgan_jax import conv_probe  # pylint: disable=g-import-not-at-top
     setting, _ = conv_probe.cached_choice(per_device_batch, lr_size, channels)
+    logging.info('XLA:CPU training convolutions: %s (by the probe for this CPU, per-device '
+                 'batch %d; $%s overrides).', setting, per_device_batch,
+                 TRAINING_CONVOLUTIONS_ENV)
   if setting == 'eigen':
     _add_eigen_flag()
   return setting

@@ -10,7 +10,6 @@ import threading
 
 from absl import app
 from absl import flags
-from absl import logging
 
 import configs
 from srrgan_jax import commands
@@ -48,7 +47,7 @@ def main(argv):
 
 
 def _choose_convolutions(config) -> None:
-  """XLA:CPU's convolution library for this run's layers (`xla_cpu`); logs the choice.
+  """XLA:CPU's convolution library for this run's layers (`xla_cpu`).
 
   A multi-process run takes Eigen unless $SRRGAN_TRAINING_CONVOLUTIONS names a
   library: processes sharing a host would time the probe against each other.
@@ -58,11 +57,8 @@ def _choose_convolutions(config) -> None:
   devices = re.search(r'--xla_force_host_platform_device_count=(\d+)',
                       os.environ.get('XLA_FLAGS', ''))
   per_device_batch = max(1, config.data.batch_size // (int(devices[1]) if devices else 1))
-  library = xla_cpu.choose_training_convolutions(
+  xla_cpu.choose_training_convolutions(
       per_device_batch, config.data.patch_size // config.scale, config.model.stem_channels)
-  if library:
-    logging.info('XLA:CPU training convolutions: %s (per-device batch %d).', library,
-                 per_device_batch)
 
 
 def _handle_interrupts(workdir) -> None:
