@@ -88,7 +88,6 @@ def cache_key(batch: int, size: int, channels: int) -> str:
 def layer_step(batch: int, size: int, channels: int):
   """(function, arguments): a 3x3 conv's forward, input and weight gradients."""
   import jax
-  import jax.numpy as jnp
 
   def step(x, w, g):
     y, pull_back = jax.vjp(
