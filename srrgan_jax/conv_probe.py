@@ -2,7 +2,7 @@
 
 XLA:CPU runs convolutions with YNNPACK by default, or with its own Eigen kernels
 (`xla_cpu.EIGEN_CONVOLUTIONS_FLAG`). Forward and input-gradient convolutions
-run at about the same speed either way; the weight gradient decides, and which
+run at similar speeds either way; the weight gradient decides, and which
 library wins depends on the CPU, the per-device batch and the cores free. On a
 2-core AMD EPYC (AVX2), for a 3x3 64->64 convolution on 128x128 images,
 YNNPACK's weight gradient takes 4x Eigen's CPU time at batch 4 and half of it
