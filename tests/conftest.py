@@ -8,6 +8,9 @@ import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One convolution library for every test process (train.py would otherwise pick
+# it by a timing, and processes compared with each other could differ).
+os.environ.setdefault('SRRGAN_TRAINING_CONVOLUTIONS', 'eigen')
 # One persistent compilation cache for the session and the processes it starts
 # (they inherit the environment): many tests, command-line subprocesses and the
 # multi-process launches compile identical programs, and a hit loads the same

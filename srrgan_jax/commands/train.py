@@ -3,6 +3,7 @@
 import _thread
 import os
 import pathlib
+import re
 import signal
 import sys
 import threading
@@ -35,7 +36,7 @@ def main(argv):
     return
   config_check.check_config(_CONFIG.value)  # Before importing JAX: bad values fail fast.
   # Before JAX's first computation: faster training convolutions on XLA:CPU.
-  xla_cpu.use_eigen_convolutions()
+  _choose_convolutions(_CONFIG.value)
   from srrgan_jax.train import loop  # Imported late so --help stays fast.
   _handle_interrupts(_WORKDIR.value)
   try:
@@ -43,6 +44,21 @@ def main(argv):
   except KeyboardInterrupt:
     print(interrupted_message(_WORKDIR.value), file=sys.stderr)
     sys.exit(130)  # 128 + SIGINT, as shells report it.
+
+
+def _choose_convolutions(config) -> None:
+  """XLA:CPU's convolution library for this run's layers (`xla_cpu`).
+
+  A multi-process run takes Eigen unless $SRRGAN_TRAINING_CONVOLUTIONS names a
+  library: processes sharing a host would time the probe against each other.
+  """
+  if config.distributed.initialize:
+    os.environ.setdefault(xla_cpu.TRAINING_CONVOLUTIONS_ENV, 'eigen')
+  devices = re.search(r'--xla_force_host_platform_device_count=(\d+)',
+                      os.environ.get('XLA_FLAGS', ''))
+  per_device_batch = max(1, config.data.batch_size // (int(devices[1]) if devices else 1))
+  xla_cpu.choose_training_convolutions(
+      per_device_batch, config.data.patch_size // config.scale, config.model.stem_channels)
 
 
 def _handle_interrupts(workdir) -> None:
