@@ -150,13 +150,18 @@ def test_each_member_equals_the_single_run_with_its_weights(population_config,
 
 def test_a_population_of_one_equals_the_single_run(population_config, single_runs,
                                                    tmp_path):
+  """P = 1 is still the vmapped step: the same bound as above applies (and is met)."""
   config = population_config.copy_and_resolve_references()
   config.population.gan_weight = (GAN_WEIGHTS[1],)
   loop.run(config, tmp_path)
   ours = state_lib.member_state(final_state(tmp_path), 0)
-  difference = max_abs_difference(ours, single_runs[1])
-  print(f'population of 1 vs the single run: max abs difference {difference}')
-  jax.tree.map(np.testing.assert_array_equal, ours, single_runs[1])
+  start = checkpoints.restore_generator(config.init_checkpoint, use_ema=False)
+  tolerance = 6 * gradient_tolerance(config)
+  error = update_error(start, single_runs[1]['params'], ours['params'])
+  print(f'population of 1 vs the single run: max abs difference '
+        f'{max_abs_difference(ours, single_runs[1])}, update error {error}')
+  assert error <= tolerance
+  assert update_error(start, single_runs[0]['params'], ours['params']) > tolerance
 
 
 def test_one_checkpoint_holds_every_member(population_config, population_run):
