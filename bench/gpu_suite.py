@@ -12,7 +12,8 @@ Prints one JSON object per line, each with `section`:
   step (median), samples/s, the step program's GFLOP from XLA's cost analysis
   of the compiled program, achieved TFLOP/s, the fraction of the measured
   matmul peak, and of the device's nominal dense bfloat16 peak where known.
-- `data`: `bench/data.py` with all but two of the host's cores as workers.
+- `data`: `bench/data.py` with all but two of the host's cores as workers, decoding
+  every time and from the decoded-image cache.
 - `train_run`: a 300-step phase-1 run of `configs/gpu.py` on the built-in
   photos: steps/s and the input-bound fraction (host time spent waiting for
   batches, per logging window after the first) from its train.csv.
@@ -181,6 +182,7 @@ def data_pipeline(args):
   """bench/data.py with the host's cores, its JSON lines relayed."""
   workers = max(1, (os.cpu_count() or 4) - 2)
   cmd = [sys.executable, str(REPO / 'bench' / 'data.py')]
+  cmd += ['--sources', 'files,decoded_cache']  # Decoding every time, and later epochs.
   if args.smoke:
     cmd += ['--workers', '0', '--patches_per_image', '1', '--patch_size', '64',
             '--batch_size', '4', '--batches', '2', '--warmup', '1']

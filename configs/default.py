@@ -58,6 +58,8 @@ def get_config() -> ml_collections.ConfigDict:
   data.num_workers = 2  # Grain worker processes per host (0 = in-process).
   data.prefetch_buffer_size = 4  # Batches each worker prepares ahead.
   data.num_threads = 2  # Loader threads when num_workers=0 (OpenCV releases the GIL).
+  data.decoded_cache_gb = 0.0  # >0: keep decoded training images on disk, up to this many GB.
+  data.decoded_cache_dir = ''  # Where; '' = $SRRGAN_CACHE_DIR/decoded_images.
   data.steps_per_epoch = 0  # Steps per epoch; 0 = one pass over the training set.
   data.max_val_images = 0  # Cap on validation images; 0 = all.
   data.num_sample_images = 4  # Fixed validation patches shown in sample grids.

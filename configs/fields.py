@@ -39,7 +39,8 @@ UNTRACED = HYPERPARAMETERS + (
     'checkpoint.', 'distributed.', 'inference.', 'weights.',
     'data.train_dir', 'data.val_dir', 'data.test_dir', 'data.num_workers',
     'data.num_threads', 'data.prefetch_buffer_size', 'data.steps_per_epoch',
-    'data.max_val_images', 'data.num_sample_images',
+    'data.max_val_images', 'data.num_sample_images', 'data.decoded_cache_gb',
+    'data.decoded_cache_dir',
     # Swept values reach the programs as arrays; the member count via their shapes.
     'population.',
 )

@@ -1,8 +1,9 @@
 """HR patch augmentation (crop, flips, rot90, colour jitter) and the evaluation centre crop.
 
 Geometry (crop, flips, rot90) works on any pixel dtype, so training cuts and
-turns the decoded integer image before converting just the patch to float.
-Colour jitter works on float32 RGB in [0, 1]. Randomness comes only from the
+turns the decoded integer image; colour jitter takes that integer patch (or
+float32 RGB in [0, 1]) and returns float32 RGB in [0, 1], scaling to [0, 1]
+inside its first colour transform. Randomness comes only from the
 `np.random.Generator` passed in; with `return_params=True` a function also
 returns what it drew (for tests and logging).
 """
@@ -15,6 +16,8 @@ import numpy as np
 
 _CV2_ROTATIONS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180,
                   3: cv2.ROTATE_90_CLOCKWISE}
+# The [0, 1] value of one step of an integer pixel type.
+_INTEGER_UNITS = {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535}
 
 def center_crop(img: np.ndarray, size: int, name: str = 'image') -> np.ndarray:
   """The central size x size window; raises naming `name` if the image is smaller."""
@@ -54,28 +57,36 @@ def colour_jitter(img: np.ndarray, rng: np.random.Generator, cfg, *,
                   return_params: bool = False):
   """Brightness, contrast, saturation, hue (tf.image semantics), clipped to [0, 1].
 
-  Contrast scales around the per-channel mean as tf.image.adjust_contrast does;
-  saturation and hue are one HSV round trip (H in degrees for float OpenCV). The
-  HSV step needs [0, 1] input, so brightness/contrast overshoot is clipped first.
+  `img` is uint8/uint16 RGB (read as value / 255 or / 65535) or float RGB in
+  [0, 1]. Contrast scales around the per-channel mean as
+  tf.image.adjust_contrast does; saturation and hue are one HSV round trip (H
+  in degrees for float OpenCV). The HSV step needs [0, 1] input, so
+  brightness/contrast overshoot is clipped first.
   """
   brightness = float(rng.uniform(-cfg.brightness_delta, cfg.brightness_delta))
   contrast = float(rng.uniform(*cfg.contrast_range))
   saturation = float(rng.uniform(*cfg.saturation_range))
   hue = float(rng.uniform(-cfg.hue_delta, cfg.hue_delta))
-  img = np.asarray(img, dtype=np.float32)
-  mean = np.asarray(cv2.mean(img)[:3], dtype=np.float32)
+  unit = _INTEGER_UNITS.get(np.dtype(img.dtype), 1.0)
+  pixels = np.asarray(img, dtype=np.float32)
+  mean = np.asarray(cv2.mean(img)[:3]) * unit
   # (x + b - mean(x + b)) * c + mean(x + b) == c * x + (1 - c) * mean + b, as one
-  # OpenCV affine colour transform (numpy broadcasting is ~20x slower here).
+  # OpenCV affine colour transform (numpy broadcasting is ~20x slower here); for
+  # integer pixels x = value * unit, so the scaling to [0, 1] costs no pass of
+  # its own (the result differs from scaling first by float32 rounding: a few
+  # 1e-6 after the HSV round trip).
   offset = (1.0 - contrast) * mean + brightness
-  rgb_affine = np.hstack([np.eye(3) * contrast, offset[:, None]]).astype(np.float32)
-  out = np.clip(cv2.transform(img, rgb_affine), 0.0, 1.0)
+  rgb_affine = np.hstack([np.eye(3) * (contrast * unit), offset[:, None]]).astype(np.float32)
+  out = cv2.transform(pixels, rgb_affine)
+  np.clip(out, 0.0, 1.0, out=out)
   # H += hue turns (OpenCV wraps hues >= 360 itself; the extra full turn keeps
   # them non-negative) and S *= saturation, capped at 1.
   hsv_affine = np.array([[1.0, 0.0, 0.0, 360.0 * hue + 360.0],
                          [0.0, saturation, 0.0, 0.0],
                          [0.0, 0.0, 1.0, 0.0]], np.float32)
   hsv = cv2.transform(cv2.cvtColor(out, cv2.COLOR_RGB2HSV), hsv_affine)
-  hsv = cv2.min(hsv, (np.inf, 1.0, np.inf, 0.0))
+  if saturation > 1.0:  # S <= 1 stays so under a factor <= 1.
+    hsv = cv2.min(hsv, (np.inf, 1.0, np.inf, 0.0))
   out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
   np.clip(out, 0.0, 1.0, out=out)
   if not return_params:

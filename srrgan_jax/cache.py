@@ -1,6 +1,7 @@
 """The one folder where the project caches files it writes for itself.
 
-Fetched pretrained weights and the built-in sample photos live here:
+Fetched pretrained weights, the built-in sample photos and (when enabled) the
+decoded training images live here:
 `$SRRGAN_CACHE_DIR`, else `~/.cache/srrgan_jax`.
 """
 

@@ -169,6 +169,8 @@ RULES: dict[str, Rule] = {
     'data.num_workers': NON_NEGATIVE_INT,
     'data.prefetch_buffer_size': COUNT,
     'data.num_threads': COUNT,
+    'data.decoded_cache_gb': NON_NEGATIVE,
+    'data.decoded_cache_dir': text(),
     'data.steps_per_epoch': NON_NEGATIVE_INT,
     'data.max_val_images': NON_NEGATIVE_INT,
     'data.num_sample_images': NON_NEGATIVE_INT,

@@ -18,7 +18,10 @@ batches depend neither on the worker count nor on the host count.
 A batch is {'lr': float32 in [-1, 1], 'hr': uint8}: the HR target travels as
 the 8-bit rounding of the float patch (at most 0.5/255 from it; the train step
 maps it to [-1, 1] on the devices), a quarter of the float32 bytes to copy
-between processes and to the accelerators.
+between processes and to the accelerators. Worker processes build their
+batches directly in shared memory, which Grain then hands to the trainer by
+name. With `data.decoded_cache_gb` > 0 the decoded images are kept on disk and
+memory-mapped in later epochs (`decoded_cache`).
 
 Evaluation sets live in `eval_sets`, the built-in sample photos in
 `sample_photos`, the sub-image preparation in `subimages`.
@@ -41,9 +44,11 @@ from absl import flags
 from absl import logging
 import cv2
 import grain
+from grain import multiprocessing as grain_multiprocessing
 import numpy as np
 
 from srrgan_jax import augment
+from srrgan_jax import decoded_cache
 from srrgan_jax import errors
 from srrgan_jax import image_io
 from srrgan_jax import sample_photos
@@ -118,16 +123,24 @@ def decode_pixels(path: str) -> np.ndarray:
   ~35% faster than `image_io.read_rgb` on DIV2K frames. Gray is replicated,
   alpha dropped and the EXIF orientation applied, as in `image_io`.
   """
-  flags_ = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
-  return cv2.cvtColor(image_io.decode_raw(path, flags_), cv2.COLOR_BGR2RGB)
+  return image_io.decode_raw(path, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH)
 
 
 @functools.lru_cache(maxsize=2)
-def _decode_cached(path: str) -> np.ndarray:
+def _pixels_of(path: str, cache: Optional[decoded_cache.DecodedCache]) -> np.ndarray:
   # Consecutive batches often cut from the same image (patches_per_image).
-  pixels = decode_pixels(path)
+  pixels = decode_pixels(path) if cache is None else cache.load(path, decode_pixels)
   pixels.flags.writeable = False
   return pixels
+
+
+def make_decoded_cache(config) -> Optional[decoded_cache.DecodedCache]:
+  """The decoded-image cache `data.decoded_cache_gb` asks for, or None when it is 0."""
+  gb = float(config.data.decoded_cache_gb)
+  if gb == 0:
+    return None
+  folder = config.data.decoded_cache_dir or decoded_cache.default_folder()
+  return decoded_cache.DecodedCache(folder, gb)
 
 
 # ----------------------------------------------------------------------------
@@ -150,13 +163,20 @@ def training_sample(pixels: np.ndarray, sample_index: int, *, seed: int,
   rng = np.random.default_rng(words + [_AUGMENT_STREAM])
   patch, geometry = augment.random_geometry(pixels, patch_size, rng, augment_cfg,
                                             return_params=True)
-  hr, colour = augment.colour_jitter(image_io.to_unit_float(patch), rng, augment_cfg,
+  hr, colour = augment.colour_jitter(jitter_input(patch), rng, augment_cfg,
                                      return_params=True)
   hr, lr, degrade = training_degradation.degrade_training(
       hr, np.random.default_rng(words + [_DEGRADE_STREAM]), degradation_cfg, scale)
   if return_params:
     return hr, lr, {**geometry, **colour, **degrade}
   return hr, lr
+
+
+def jitter_input(patch: np.ndarray) -> np.ndarray:
+  """The patch as colour jitter takes it: 8/16-bit as they are, anything else in [0, 1]."""
+  if patch.dtype in (np.uint8, np.uint16):
+    return patch  # Colour jitter scales these in its first pass.
+  return image_io.to_unit_float(patch)  # Clips float pixels; names other types.
 
 
 def hr_to_uint8(hr: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -209,18 +229,19 @@ class _LoadBatch(grain.transforms.Map):
     self._augment = _plain(config.augment)
     self._degradation = training_degradation.plain_config(config.degradation)
     self._paths = tuple(paths)
+    self._cache = make_decoded_cache(config)
 
   def _decode_or_replace(self, path: str) -> np.ndarray:
     """Decodes `path`; if that fails, reports it and uses the next file that works."""
     try:
-      return _decode_cached(path)
+      return _pixels_of(path, self._cache)
     except image_io.ImageReadError as e:
       logging.warning('Training image failed to decode (using the next one): %s', e)
     start = self._paths.index(path)
     for offset in range(1, len(self._paths)):
       candidate = self._paths[(start + offset) % len(self._paths)]
       try:
-        return _decode_cached(candidate)
+        return _pixels_of(candidate, self._cache)
       except image_io.ImageReadError as e:
         logging.warning('Training image failed to decode: %s', e)
     raise image_io.ImageReadError('None of the training images decodes; see the '
@@ -228,16 +249,35 @@ class _LoadBatch(grain.transforms.Map):
 
   def map(self, refs):
     size, low = self._patch, self._patch // self._scale
-    hr_out = np.empty((len(refs), size, size, 3), np.uint8)
-    lr_out = np.empty((len(refs), low, low, 3), np.float32)
-    for i, (path, sample_index) in enumerate(refs):
-      hr, lr = training_sample(
-          self._decode_or_replace(path), sample_index, seed=self._seed,
-          patch_size=size, scale=self._scale, augment_cfg=self._augment,
-          degradation_cfg=self._degradation)
-      hr_to_uint8(hr, out=hr_out[i])
-      cv2.addWeighted(lr, 2.0, lr, 0.0, -1.0, dst=lr_out[i])  # To [-1, 1] in one pass.
-    return {'lr': lr_out, 'hr': hr_out}
+    batch = new_batch(len(refs), size, low, shared=_IN_WORKER_PROCESS)
+    # Plain views to write through: OpenCV then fills the rows in place.
+    hr_out, lr_out = batch['hr'].view(np.ndarray), batch['lr'].view(np.ndarray)
+    try:
+      for i, (path, sample_index) in enumerate(refs):
+        hr, lr = training_sample(
+            self._decode_or_replace(path), sample_index, seed=self._seed,
+            patch_size=size, scale=self._scale, augment_cfg=self._augment,
+            degradation_cfg=self._degradation)
+        hr_to_uint8(hr, out=hr_out[i])
+        cv2.addWeighted(lr, 2.0, lr, 0.0, -1.0, dst=lr_out[i])  # To [-1, 1] in one pass.
+    except BaseException:
+      for array in batch.values():  # Nobody else will unlink its shared memory.
+        if isinstance(array, grain_multiprocessing.SharedMemoryArray):
+          array.unlink_on_del()
+      raise
+    return batch
+
+
+def new_batch(rows: int, size: int, low: int, *, shared: bool) -> dict[str, np.ndarray]:
+  """Empty {'lr', 'hr'} arrays of a batch; `shared`: in shared memory.
+
+  Grain hands a worker's batch to the trainer through shared memory; arrays
+  that already live there travel by name, saving a copy of every batch (and
+  the page faults of a private buffer) in the worker.
+  """
+  make = grain_multiprocessing.SharedMemoryArray if shared else np.empty
+  return {'lr': make((rows, low, low, 3), np.float32),
+          'hr': make((rows, size, size, 3), np.uint8)}
 
 
 def _check_shapes(config, process_count: int) -> int:
@@ -260,8 +300,15 @@ def _ensure_absl_flags_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
+# True in Grain's worker processes: batches are built in shared memory there. In
+# the training process a shared-memory array would never be unlinked.
+_IN_WORKER_PROCESS = False
+
+
 def _init_worker(worker_index: int, worker_count: int):
   del worker_index, worker_count
+  global _IN_WORKER_PROCESS
+  _IN_WORKER_PROCESS = True
   cv2.setNumThreads(1)  # Processes already use every core; OpenCV threads only contend.
 
 

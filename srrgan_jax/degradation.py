@@ -71,12 +71,14 @@ def resize_down(img: np.ndarray, scale: int, method: str) -> np.ndarray:
 
 def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
   """Quantises to uint8, encodes as JPEG at `quality` and decodes back to float32."""
-  bgr = cv2.cvtColor(np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8),
-                     cv2.COLOR_RGB2BGR)
+  levels = img * 255.0  # Rounded half up and clipped, in place: one temporary.
+  levels += 0.5
+  np.clip(levels, 0, 255, out=levels)
+  bgr = cv2.cvtColor(levels.astype(np.uint8), cv2.COLOR_RGB2BGR)
   ok, encoded = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
   if not ok:
     raise RuntimeError(f'OpenCV failed to JPEG-encode a {img.shape} image.')
-  decoded = cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+  decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR_RGB)
   return decoded.astype(np.float32) * np.float32(1 / 255)
 
 
@@ -84,11 +86,17 @@ def _add_noise(img: np.ndarray, params: dict[str, Any],
                rng: np.random.Generator) -> np.ndarray:
   if params['noise'] == 'gaussian':
     noise = rng.standard_normal(img.shape, dtype=np.float32)
-    return img + noise * np.float32(params['noise_std'])
+    noise *= np.float32(params['noise_std'])  # In place: img + noise * std.
+    noise += img
+    return noise
   scale = params['poisson_scale']
   # Intensities are photon counts, so they cannot be negative (bicubic undershoots).
-  counts = rng.poisson(np.maximum(img, 0.0) * scale)
-  return (counts * (1.0 / scale)).astype(np.float32)
+  rates = np.maximum(img, 0.0)
+  rates *= np.float32(scale)
+  counts = rng.poisson(rates)
+  # counts / scale in float64, rounded once to float32 as it is stored.
+  return np.multiply(counts, 1.0 / scale, out=np.empty(img.shape, np.float32),
+                     casting='unsafe')
 
 
 def apply_degradation(hr: np.ndarray, params: dict[str, Any], scale: int,

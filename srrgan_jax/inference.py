@@ -24,8 +24,9 @@ import tqdm
 from srrgan_jax import errors
 from srrgan_jax import eval_sets
 from srrgan_jax import image_io
+from srrgan_jax import interpolation
 from srrgan_jax import models
-from srrgan_jax import run_dir
+from srrgan_jax import population_runs
 from srrgan_jax import tiling
 
 COMPUTE_DTYPES = ('float32', 'bfloat16')
@@ -35,15 +36,28 @@ class InferenceError(errors.UserError, ValueError):
   """Bad inference options or a model that cannot be used; raised before any work."""
 
 
-def load_model(*, workdir: str = '', checkpoint: str = '', use_ema: bool = True
+def load_model(*, workdir: str = '', checkpoint: str = '', use_ema: bool = True,
+               interpolate: Optional[float] = None, member: str = ''
                ) -> tuple[ml_collections.ConfigDict, dict]:
-  """(config, generator params) of a run directory's selected model or a checkpoint."""
+  """(config, generator params) of a run directory's selected model or a checkpoint.
+
+  interpolate: alpha of the run's network interpolation (`interpolation`)
+    instead of its selected model.
+  member: of a population run, the member (index or field=value) instead of
+    the selected one (`population_runs`).
+  """
   if bool(workdir) == bool(checkpoint):
     raise InferenceError('Pass exactly one of --workdir RUN_DIR (the run\'s selected '
                          'model) or --checkpoint PATH.')
-  return run_dir.load_generator(
-      workdir or checkpoint, use_ema=use_ema,
-      remedy='Use the checkpoint together with the run directory it was trained in.')
+  remedy = 'Use the checkpoint together with the run directory it was trained in.'
+  if interpolate is not None:
+    if not workdir:
+      raise InferenceError('--interpolate blends two checkpoints of a run: pass '
+                           '--workdir RUN_DIR instead of --checkpoint.')
+    return interpolation.load_interpolated(workdir, interpolate, use_ema=use_ema,
+                                           member=member, remedy=remedy)
+  return population_runs.load_model(workdir=workdir, checkpoint=checkpoint, member=member,
+                                    use_ema=use_ema, remedy=remedy)
 
 
 class Upscaler:
@@ -313,7 +327,7 @@ def run(input_path, output_path, *, workdir: str = '', checkpoint: str = '',
         batch_size: Optional[int] = None, outscale: Optional[float] = None,
         degrade: bool = False, suffix: str = '', ext: str = 'auto', overwrite: bool = False,
         compute_dtype: Optional[str] = None, show_progress: bool = True,
-        onnx: str = '') -> Summary:
+        onnx: str = '', interpolate: Optional[float] = None, member: str = '') -> Summary:
   """Upscales a file or folder with a run's selected model, a checkpoint or an ONNX file.
 
   Everything that can be checked (paths, options, the model) is checked before
@@ -321,10 +335,12 @@ def run(input_path, output_path, *, workdir: str = '', checkpoint: str = '',
   """
   if outscale is not None and not outscale > 0:
     raise InferenceError(f'--outscale {outscale}: must be a positive factor.')
-  if onnx and (workdir or checkpoint or degrade or compute_dtype):
+  if onnx and (workdir or checkpoint or degrade or compute_dtype or member or
+               interpolate is not None):
     raise InferenceError(f'--onnx {onnx}: runs the exported file alone; drop --workdir, '
-                         '--checkpoint, --degrade (needs the run\'s config) and '
-                         '--compute_dtype (the file has its own precision).')
+                         '--checkpoint, --member, --interpolate, --degrade (needs the '
+                         'run\'s config) and --compute_dtype (the file has its own '
+                         'precision).')
   jobs = plan_jobs(input_path, output_path, suffix=suffix, ext=ext)
   check_writable(jobs)
   existing = [job.target for job in jobs if _kept(job, overwrite)]
@@ -341,7 +357,8 @@ def run(input_path, output_path, *, workdir: str = '', checkpoint: str = '',
       upscaler = onnx_inference.upscaler(onnx, tile=tile, overlap=overlap,
                                          batch_size=batch_size)
     else:
-      config, params = load_model(workdir=workdir, checkpoint=checkpoint, use_ema=use_ema)
+      config, params = load_model(workdir=workdir, checkpoint=checkpoint, use_ema=use_ema,
+                                  interpolate=interpolate, member=member)
       upscaler = Upscaler(config, params, tile=tile, overlap=overlap,
                           batch_size=batch_size, compute_dtype=compute_dtype)
     # `todo` holds only outputs to write (missing, incomplete, or --overwrite).

@@ -146,19 +146,28 @@ def read_config(workdir) -> ml_collections.ConfigDict:
 
 
 def read_selected(workdir) -> Optional[dict]:
-  """The contents of `workdir/selected.json`, or None."""
+  """The contents of `workdir/selected.json`, or None.
+
+  'member' is the selected member of a population run, None for a single run
+  (and in files written before populations existed).
+  """
   path = pathlib.Path(workdir) / SELECTED_FILE
   if not path.is_file():
     return None
-  return _read_json(path)
+  return {'member': None, **_read_json(path)}
 
 
-def write_selected(workdir, phase: int, step: int, info: Optional[dict] = None) -> pathlib.Path:
-  """Records the model evaluation selected (e.g. the LPIPS-best phase-3 checkpoint)."""
+def write_selected(workdir, phase: int, step: int, info: Optional[dict] = None,
+                   member: Optional[int] = None) -> pathlib.Path:
+  """Records the model evaluation selected (e.g. the LPIPS-best phase-3 checkpoint).
+
+  member: the index of the selected member in a population checkpoint.
+  """
   path = pathlib.Path(workdir) / SELECTED_FILE
   if jax.process_index() == 0:
     _write_atomically(path, {'phase': int(phase), 'step': int(step),
                              'path': str(phase_dir(workdir, phase) / str(step)),
+                             'member': None if member is None else int(member),
                              **(info or {})})
   return path
 

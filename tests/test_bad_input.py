@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
+import fake_run
 from srrgan_jax import image_io
 from test_image_io import huge_header_png
 
@@ -153,6 +154,9 @@ CASES = [
     Case('eval-bad-value-in-run-config', 'eval',
          lambda d: [f'--workdir={_file(d, "run/config.json", BAD_SCALE).parent}',
                     f'--test_dir={_image(_dir(d, "test"), "a.png").parent}'], 'scale=-2'),
+    Case('eval-one-interpolation-step', 'eval',
+         lambda d: [f'--workdir={d}/run', '--interpolation_steps=1'],
+         '--interpolation_steps 1'),
     # infer.py: inputs, outputs, options.
     Case('infer-missing-input', 'infer',
          lambda d: ['-i', f'{d}/nowhere.png', '-o', f'{d}/out', f'--workdir={d}'],
@@ -185,6 +189,17 @@ CASES = [
     Case('infer-oversized-image', 'infer',
          lambda d: ['-i', str(huge_header_png(d / 'huge.png')), '-o', f'{d}/out',
                     f'--workdir={d}'], 'huge.png: too large to decode'),
+    Case('infer-interpolate-out-of-range', 'infer',
+         lambda d: ['-i', str(_image(d, 'a.png')), '-o', f'{d}/out', f'--workdir={d}',
+                    '--interpolate=1.5'], '--interpolate 1.5'),
+    Case('infer-interpolate-without-phase-2', 'infer',
+         lambda d: ['-i', str(_image(d, 'a.png')), '-o', f'{d}/out', '--interpolate=0.5',
+                    f'--workdir={fake_run.save_random_generator(d / "gan_only", 7)}'],
+         'gan_only: no phase-2 checkpoint'),
+    Case('infer-member-of-a-single-run', 'infer',
+         lambda d: ['-i', str(_image(d, 'a.png')), '-o', f'{d}/out', '--member=0',
+                    f'--workdir={fake_run.save_random_generator(d / "single", 7)}'],
+         '--member 0: this run has no population'),
     Case('infer-hard-link-output', 'infer',
          lambda d: ['-i', str(_image(_dir(d, 'photos'), 'a.png').parent), '-o',
                     str(_hard_link(d / 'photos' / 'a.png', d / 'out' / 'a.png').parent),

@@ -175,7 +175,7 @@ def test_config_check_names_an_unknown_field_and_its_blocks_fields():
   config = importlib.import_module('configs.tiny').get_config()
   config.data.foo = 1
   with pytest.raises(errors.ConfigError, match=r'config field data.foo does not exist; '
-                     r'block data has: batch_size, eval_batch_size, .*val_dir\.$'):
+                     r'block data has: batch_size, decoded_cache_dir, .*val_dir\.$'):
     config_check.check_config(config)
   config_check.check_config(config, known_fields_only=False)  # An older run's field.
 

@@ -83,6 +83,24 @@ def test_colour_jitter_follows_tf_image_semantics():
     np.testing.assert_allclose(shifted[0], np.eye(3)[expected], atol=1e-5)
 
 
+def test_colour_jitter_of_integer_pixels_equals_that_of_their_floats():
+  """Scaling inside the colour transform is the one change of rounding: ~1e-6."""
+  c = tiny.get_config().augment
+  worst = 0.0
+  for dtype, top in ((np.uint8, 255), (np.uint16, 65535)):
+    pixels = np.rint(photo_like(40, 48, 5) * top).astype(dtype)
+    for index in range(10):
+      want = augment.colour_jitter(image_io.to_unit_float(pixels),
+                                   np.random.default_rng(index), c)
+      got = augment.colour_jitter(pixels, np.random.default_rng(index), c)
+      assert got.dtype == np.float32
+      worst = max(worst, float(np.abs(got - want).max()))
+  assert worst < 1e-5  # Far below the 1/255 of an 8-bit level.
+  assert data.jitter_input(pixels) is pixels  # Integer patches skip the float pass.
+  floats = photo_like(8, 8) * 1.5
+  np.testing.assert_array_equal(data.jitter_input(floats), np.clip(floats, 0, 1))
+
+
 def test_random_geometry_matches_numpy_and_covers_every_branch():
   img = (photo_like(20, 30) * 255).astype(np.uint8)
   c = tiny.get_config().augment

@@ -155,6 +155,29 @@ def test_noise_statistics():
   assert gauss.std() == pytest.approx(0.05, rel=0.05)
 
 
+def test_noise_and_jpeg_equal_their_plain_formulas_bit_for_bit():
+  """The in-place forms the loader uses round exactly as the written-out maths."""
+  img = photo_like(40, 48, seed=4) * 1.2 - 0.1  # Over- and undershoots, as after bicubic.
+  for seed in range(4):
+    std, scale = 0.01 + 0.01 * seed, 10.0 + 15 * seed
+    got = degradation._add_noise(img, {'noise': 'gaussian', 'noise_std': std},
+                                 np.random.default_rng(seed))
+    noise = np.random.default_rng(seed).standard_normal(img.shape, dtype=np.float32)
+    np.testing.assert_array_equal(got, img + noise * np.float32(std))
+    got = degradation._add_noise(img, {'noise': 'poisson', 'poisson_scale': scale},
+                                 np.random.default_rng(seed))
+    counts = np.random.default_rng(seed).poisson(np.maximum(img, 0.0) * scale)
+    np.testing.assert_array_equal(got, (counts * (1.0 / scale)).astype(np.float32))
+    assert got.dtype == np.float32
+    quality = 60 + 10 * seed
+    levels = np.clip(np.floor(img * np.float32(255) + np.float32(0.5)), 0, 255)
+    ok, encoded = cv2.imencode('.jpg', levels.astype(np.uint8)[..., ::-1],
+                               [cv2.IMWRITE_JPEG_QUALITY, quality])
+    want = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1] / np.float32(255)
+    assert ok
+    np.testing.assert_allclose(degradation.jpeg_roundtrip(img, quality), want, atol=1e-7)
+
+
 def test_blurs_and_downsampling():
   hr = photo_like(40, 40)
   np.testing.assert_allclose(degradation.gaussian_taps(5, 1.0),

@@ -20,6 +20,7 @@ import pytest
 from srrgan_jax import checkpoints
 from srrgan_jax import evaluation
 from srrgan_jax import image_io
+from srrgan_jax import interpolation
 from srrgan_jax import models
 from srrgan_jax import run_dir
 from srrgan_jax import weights
@@ -55,7 +56,7 @@ def evaluated(env, trained_run):
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(comparison, 'GeneratorRunner', RecordingRunner)
     report = evaluation.evaluate_run(trained_run, env / 'test', out_dir=env / 'eval',
-                                     log=lines.append)
+                                     interpolation_steps=3, log=lines.append)
   return report, runners[0], lines
 
 
@@ -68,7 +69,8 @@ def _assert_row_matches(row, direct):
 def test_table_structure_and_direct_recomputation(evaluated, trained_run, env):
   report, _, _ = evaluated
   keys = [row['key'] for row in report['rows']]
-  assert keys == ['bilinear', 'bicubic', 'phase1_best', 'phase2_best', 'srrgan']
+  assert keys == ['bilinear', 'bicubic', 'phase1_best', 'phase2_best', 'srrgan',
+                  'interpolation_0', 'interpolation_0.5', 'interpolation_1']
   assert report['num_images'] == 3 and report['protocol']['crop_size'] == 32
   assert report['protocol']['crop_border'] == 2 and report['protocol']['use_ema']
 
@@ -106,7 +108,7 @@ def test_ranking_selects_lowest_lpips_and_is_recorded(evaluated, trained_run, en
   selected = run_dir.read_selected(trained_run)
   assert (selected['phase'], selected['step']) == (3, ranking[0]['step'])
   assert selected['lpips'] == pytest.approx(ranking[0]['lpips'])
-  row = report['rows'][-1]
+  row = next(r for r in report['rows'] if r['key'] == 'srrgan')
   assert (row['step'], row['lpips']) == (ranking[0]['step'], ranking[0]['lpips'])
   # infer.py's default (the run dir) now resolves to the selected checkpoint.
   _, chosen = run_dir.load_generator(trained_run)
@@ -118,6 +120,35 @@ def test_ranking_selects_lowest_lpips_and_is_recorded(evaluated, trained_run, en
   assert saved['selected']['step'] == ranking[0]['step']
   printed = '\n'.join(lines)
   assert all(f'{e["lpips"]:7.4f}' in printed for e in ranking)
+
+
+def test_interpolation_curve_runs_from_the_phase2_best_to_the_selected_gan(
+    evaluated, trained_run, env):
+  report, _, lines = evaluated
+  rows = {row['key']: row for row in report['rows']}
+  curve = report['interpolation']
+  assert [p['alpha'] for p in curve['points']] == [0.0, 0.5, 1.0]
+  assert curve['phase2']['step'] == rows['phase2_best']['step']
+  assert curve['phase3']['step'] == rows['srrgan']['step']
+  # The ends are the same weights, hence the same outputs and scores, as those rows.
+  for point, end in ((curve['points'][0], 'phase2_best'), (curve['points'][-1], 'srrgan')):
+    assert {m: point[m] for m in evaluation.METRIC_NAMES} == {
+        m: rows[end][m] for m in evaluation.METRIC_NAMES}, end
+  middle = rows['interpolation_0.5']
+  assert middle['alpha'] == 0.5 and middle['step'] is None
+  assert middle['lpips'] not in (rows['phase2_best']['lpips'], rows['srrgan']['lpips'])
+  config = run_dir.read_config(trained_run)
+  test = evaluation.load_test_set(env / 'test', config, evaluation.make_protocol(config))
+  _, blended = interpolation.load_interpolated(trained_run, 0.5)
+  sr = models.build_generator(config).apply({'params': blended}, np.stack(test.lr),
+                                            train=False)
+  _assert_row_matches(middle, direct_scores(sr, np.stack(test.hr), crop_border=2))
+  saved = json.loads((env / 'eval' / 'results.json').read_text())
+  assert saved['interpolation'] == curve
+  with open(env / 'eval' / 'results.csv', newline='') as f:
+    assert [r['alpha'] for r in csv.DictReader(f)][-3:] == ['0.0', '0.5', '1.0']
+  assert 'Interpolation, alpha 0.5' in (env / 'eval' / 'results.md').read_text()
+  assert any(line.startswith('  alpha 0.5: LPIPS') for line in lines)
 
 
 def test_outputs_carry_the_protocol(evaluated, env):
@@ -206,7 +237,7 @@ def test_command_line(env, tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=REPO)
   assert 'Protocol options' in result.stdout  # absl exits 1 after --help.
   for flag in ('workdir', 'test_dir', 'sr_dir', 'hr_dir', 'full_images', 'y_channel',
-               'crop_border', 'raw', 'json'):
+               'crop_border', 'raw', 'json', 'interpolation_steps'):
     assert f'{flag}: ' in result.stdout, flag
   result = subprocess.run(
       [sys.executable, str(REPO / 'eval.py'), f'--workdir={tmp_path / "missing"}',

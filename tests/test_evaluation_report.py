@@ -32,7 +32,7 @@ def test_ranking_orders_by_lpips_then_step_and_only_the_winner_keeps_outputs(tmp
   protocol = scoring.Protocol(crop_size=8, y_channel=False, crop_border=0)
   # The stand-in generator of step s outputs the constant s; the scorer reads it back.
   runner = types.SimpleNamespace(
-      load=lambda workdir, phase, step: step,
+      load=lambda workdir, phase, step, member=None: step,
       upscaler=lambda step: lambda lr: np.full((len(lr), 8, 8, 3), step, np.float32))
 
   def scorer(sr, hr):
@@ -78,3 +78,15 @@ def test_report_files_carry_the_ranking_and_the_protocol(tmp_path):
   saved = json.loads(report.write_ranking(built, tmp_path / 'ranking.json').read_text())
   assert saved['selected'] == {'phase': 3, 'step': 6, 'path': 'p/6', 'lpips': 0.2}
   assert paths['csv'].read_text().splitlines()[1].startswith('bilinear,Bilinear,,,21.0')
+
+
+def test_non_dominated_keeps_the_perception_distortion_frontier():
+  def entry(step, lpips, psnr):
+    per_image = {'psnr': np.array([psnr]), 'ssim': np.array([0.5]), 'mae': np.array([0.1]),
+                 'lpips': np.array([lpips])}
+    return ranking.RankedCheckpoint(0, step, '', scoring.MethodResult(per_image, {}))
+
+  entries = [entry(1, 0.30, 25.0), entry(2, 0.20, 24.0), entry(3, 0.25, 24.0),  # 3 < 2.
+             entry(4, 0.20, 23.0),  # Same LPIPS as 2, lower PSNR: dominated.
+             entry(5, 0.35, 26.0), entry(6, 0.40, 25.5)]  # 6 < 5.
+  assert [e.step for e in ranking.non_dominated(entries)] == [2, 1, 5]

@@ -6,7 +6,10 @@ Two modes:
       best as the run's selected model (infer.py then uses it), and writes the
       comparison table (bilinear, bicubic, phase-1 best, phase-2 best, selected
       GAN) as results.{md,json,csv} plus ranking.json, perception_distortion.png
-      and comparison.png into --out (default RUN_DIR/eval).
+      and comparison.png into --out (default RUN_DIR/eval). --interpolation_steps N
+      adds the network interpolation between the phase-2 best and the selected GAN
+      at N evenly spaced alphas (table rows, a curve in the plot). Of a population
+      run, every (member, checkpoint) is ranked and the table has a row per member.
   python eval.py --sr_dir DIR --hr_dir DIR [--json FILE]
       scores existing SR images against ground truths of the same file name.
 
@@ -57,6 +60,11 @@ _LPIPS_FILE = flags.DEFINE_string(
     'cache; see python -m srrgan_jax.weights --help).')
 _FIGURE_IMAGES = flags.DEFINE_integer(
     'figure_images', 3, 'Test images shown in comparison.png.')
+_INTERPOLATION_STEPS = flags.DEFINE_integer(
+    'interpolation_steps', 0, 'Run mode: also score the network interpolation '
+    '(1 - alpha) * phase-2 best + alpha * selected GAN at this many evenly spaced alphas '
+    'in [0, 1] (e.g. 5: 0, 0.25, ..., 1): rows of the table and a curve in '
+    'perception_distortion.png. 0 = none.')
 
 def _default_test_dir(workdir) -> str:
   """The run's test folder, else its validation photos (with a note)."""
@@ -87,6 +95,9 @@ def main(argv):
   if folder_mode:
     if not (_SR_DIR.value and _HR_DIR.value):
       raise app.UsageError('Folder scoring needs both --sr_dir and --hr_dir.')
+    if _INTERPOLATION_STEPS.value:
+      raise app.UsageError('--interpolation_steps needs a run\'s checkpoints: use it '
+                           'with --workdir, not with --sr_dir/--hr_dir.')
     config = default.get_config()
     config.scale = _SCALE.value
     config.weights.lpips_file = _LPIPS_FILE.value
@@ -97,13 +108,17 @@ def main(argv):
     path = evaluation.write_json(scores, _JSON.value or f'{_SR_DIR.value}/scores.json')
     print(f'Written: {path}')
     return
+  if _INTERPOLATION_STEPS.value:  # Named before the run is read.
+    from srrgan_jax import interpolation
+    interpolation.alphas(_INTERPOLATION_STEPS.value)
   test_dir = _TEST_DIR.value or _default_test_dir(_WORKDIR.value)
   evaluation.evaluate_run(
       _WORKDIR.value, test_dir, out_dir=_OUT.value,
       full_images=_FULL_IMAGES.value, crop_size=_CROP_SIZE.value,
       y_channel=_Y_CHANNEL.value, crop_border=_CROP_BORDER.value,
       use_ema=not _RAW.value, lpips_file=_LPIPS_FILE.value,
-      num_figure_images=_FIGURE_IMAGES.value)
+      num_figure_images=_FIGURE_IMAGES.value,
+      interpolation_steps=_INTERPOLATION_STEPS.value)
 
 
 def run():

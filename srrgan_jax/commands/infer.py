@@ -5,7 +5,10 @@
   python infer.py -i photo.png -o photo_x2.png --onnx model.onnx   # srrgan-export's file
 
 --workdir uses the run's selected model (LPIPS-best, see eval.py; else the
-latest phase-3 checkpoint, else the best earlier one), EMA weights unless --raw.
+latest phase-3 checkpoint, else the best earlier one), EMA weights unless --raw;
+--interpolate ALPHA blends it with the phase-2 best (network interpolation).
+Of a population run (several loss weightings trained together), --member picks
+the member (default: the LPIPS-selected one).
 Images are upscaled in overlapping tiles blended with Hann windows (README
 "Upscaling"); --tile 0 runs each image whole.
 """
@@ -33,6 +36,14 @@ _ONNX = flags.DEFINE_string(
     'onnxruntime and this tool\'s tiling (tile size and overlap from the file).')
 _RAW = flags.DEFINE_bool(
     'raw', False, 'Use the raw generator weights instead of their EMA.')
+_MEMBER = flags.DEFINE_string(
+    'member', None, 'Population runs: the member to use, by index (0, 1, ...) or by its '
+    'swept values (gan_weight=0.1, several comma-separated); default: the member '
+    'eval.py selected (lowest LPIPS), at its own LPIPS-best checkpoint.')
+_INTERPOLATE = flags.DEFINE_float(
+    'interpolate', None, 'With --workdir: network interpolation ALPHA in [0, 1], the '
+    'generator (1 - ALPHA) * phase-2 best + ALPHA * the selected phase-3 model (0: '
+    'smooth, least distortion; 1: the sharp GAN).')
 _TILE = flags.DEFINE_integer(
     'tile', None, 'LR tile size, a multiple of 8 (default: the run\'s '
     'config.inference.tile, 128 for the reference recipe); 0 = whole images.')
@@ -71,13 +82,17 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax's restore chatter is not news here.
   # Imported late so --help stays fast.
   from srrgan_jax import inference
+  from srrgan_jax import interpolation
+  if _INTERPOLATE.value is not None:  # Named before anything else is looked at.
+    interpolation.check_alpha(_INTERPOLATE.value)
   summary = inference.run(
       _INPUT.value, _OUTPUT.value, workdir=_WORKDIR.value or '',
       checkpoint=_CHECKPOINT.value or '', use_ema=not _RAW.value, tile=_TILE.value,
       overlap=_OVERLAP.value, batch_size=_BATCH_SIZE.value, outscale=_OUTSCALE.value,
       degrade=_DEGRADE.value, suffix=_SUFFIX.value, ext=_EXT.value,
       overwrite=_OVERWRITE.value, compute_dtype=_COMPUTE_DTYPE.value,
-      show_progress=_PROGRESS.value, onnx=_ONNX.value or '')
+      show_progress=_PROGRESS.value, onnx=_ONNX.value or '',
+      interpolate=_INTERPOLATE.value, member=_MEMBER.value or '')
   if summary.failed:
     sys.exit(1)
 

@@ -7,14 +7,16 @@ only, no display needed, and no process-wide backend switched.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
+import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 import numpy as np
 
 from srrgan_jax import models
 from srrgan_jax.evaluation.ranking import RankedCheckpoint
+from srrgan_jax.evaluation.ranking import non_dominated
 from srrgan_jax.evaluation.report import Row
 from srrgan_jax.evaluation.scoring import TestSet
 
@@ -23,23 +25,58 @@ _MARKERS = {'bilinear': ('s', 'tab:gray'), 'bicubic': ('D', 'tab:brown'),
             'srrgan': ('*', 'tab:red')}
 
 
+def _member_colour(member: int):
+  """A colour per member, none of them one of the table rows' (tab10) colours."""
+  return matplotlib.colormaps['tab20b'](member * 4 % 20 + member // 5 % 4)
+
+
 def plot_perception_distortion(rows: Sequence[Row], ranking: Sequence[RankedCheckpoint],
-                               path: Path) -> Path:
-  """PSNR vs LPIPS: one point per phase-3 checkpoint and per table row."""
+                               path: Path, member_names: Optional[dict[int, str]] = None
+                               ) -> Path:
+  """PSNR vs LPIPS: one point per phase-3 checkpoint and per table row.
+
+  Interpolation rows (with an 'alpha') form one curve, points joined in alpha
+  order and labelled with their alpha. With `member_names` (a population run),
+  each member's checkpoints have their own colour, its table row is a star of
+  that colour, and the non-dominated frontier of all of them is drawn.
+  """
   fig = Figure(figsize=(6.4, 4.8), dpi=120)
   ax = fig.subplots()
-  if ranking:
-    lp = [e.means['lpips'] for e in ranking]
-    ps = [e.means['psnr'] for e in ranking]
-    ax.scatter(lp, ps, s=18, c='tab:blue', alpha=0.6, label='phase-3 checkpoints')
-    for e, x, y in zip(ranking, lp, ps):
+  curve = [row for row in rows if 'alpha' in row.details]
+  if curve:
+    lp = [row.result.means['lpips'] for row in curve]
+    ps = [row.result.means['psnr'] for row in curve]
+    ax.plot(lp, ps, '-o', color='tab:purple', markersize=4, linewidth=1, zorder=2,
+            label='network interpolation (phase-2 best to GAN)')
+    for row, x, y in zip(curve, lp, ps):
+      ax.annotate(f'α={row.details["alpha"]:g}', (x, y), fontsize=6, xytext=(3, -8),
+                  textcoords='offset points', color='tab:purple')
+  groups = {}  # Member (None for a single run) -> its ranked checkpoints.
+  for entry in ranking:
+    groups.setdefault(entry.member, []).append(entry)
+  for member, entries in sorted(groups.items(), key=lambda item: item[0] or 0):
+    colour = 'tab:blue' if member is None else _member_colour(member)
+    label = ('phase-3 checkpoints' if member is None else
+             f'member {member} ({member_names[member]}) checkpoints')
+    lp = [e.means['lpips'] for e in entries]
+    ps = [e.means['psnr'] for e in entries]
+    ax.scatter(lp, ps, s=18, color=colour, alpha=0.6, label=label)
+    for e, x, y in zip(entries, lp, ps):
       ax.annotate(str(e.step), (x, y), fontsize=6, xytext=(3, 2),
-                  textcoords='offset points', color='tab:blue')
+                  textcoords='offset points', color=colour)
+  if member_names and ranking:
+    frontier = non_dominated(ranking)
+    ax.plot([e.means['lpips'] for e in frontier], [e.means['psnr'] for e in frontier],
+            '--', color='black', linewidth=1, zorder=1, label='non-dominated frontier')
   for row in rows:
+    if 'alpha' in row.details:  # Drawn as the curve.
+      continue
     marker, colour = _MARKERS.get(row.key, ('x', 'black'))
+    if 'member' in row.details:
+      marker, colour = '*', _member_colour(row.details['member'])
     means = row.result.means
-    ax.scatter([means['lpips']], [means['psnr']], marker=marker, c=colour,
-               s=110 if row.key == 'srrgan' else 50, label=row.label,
+    ax.scatter([means['lpips']], [means['psnr']], marker=marker, color=colour,
+               s=110 if marker == '*' else 50, label=row.label,
                edgecolors='black', linewidths=0.5, zorder=3)
   ax.set_xlabel('LPIPS (lower = better perceptual quality)')
   ax.set_ylabel('PSNR dB (higher = less distortion)')
@@ -79,7 +116,9 @@ def _to_display(x_HWC: np.ndarray) -> np.ndarray:
 def plot_comparison(test_set: TestSet, rows: Sequence[Row], indices: Sequence[int],
                     path: Path) -> Path:
   """LR input | bilinear | each model | HR, with a zoomed patch row under each image."""
-  shown = [r for r in rows if r.key != 'bicubic']
+  # Rows that kept no outputs (e.g. interpolation points) are not shown.
+  shown = [r for r in rows if r.key != 'bicubic' and
+           all(i in r.result.kept_outputs for i in indices)]
   columns = len(shown) + 2
   fig = Figure(figsize=(2.2 * columns, 4.4 * len(indices)), dpi=110)
   axes = fig.subplots(2 * len(indices), columns, squeeze=False)

@@ -1,16 +1,17 @@
 """Running upscalers over a test set, and the LPIPS ranking of the phase-3 checkpoints.
 
-Every phase-3 checkpoint's generator is scored by mean LPIPS on the test set;
-the lowest wins and becomes the run's selected model. One generator program is
-compiled per run and reused for every checkpoint (the parameters are an
-argument of the program); checkpoints are loaded one at a time and dropped
-after scoring, so memory holds one set of weights.
+Every phase-3 checkpoint's generator (of a population run: every member of
+every checkpoint) is scored by mean LPIPS on the test set; the lowest wins and
+becomes the run's selected model. One generator program is compiled per run
+and reused for every checkpoint (the parameters are an argument of the
+program); checkpoints are loaded one at a time (of a population: one member at
+a time, read from the checkpoint of all members) and dropped after scoring.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,8 @@ import ml_collections
 import numpy as np
 
 from srrgan_jax import models
+from srrgan_jax import population
+from srrgan_jax import population_runs
 from srrgan_jax import run_dir
 from srrgan_jax import tiling
 from srrgan_jax.evaluation.scoring import MethodResult
@@ -47,13 +50,18 @@ class GeneratorRunner:
     self.protocol = protocol
     self.forward = models.GeneratorForward(config)
 
-  def load(self, workdir, phase: int, step: int):
-    """Generator params of one checkpoint, refused unless it fits the run's architecture."""
+  def load(self, workdir, phase: int, step: int, member: Optional[int] = None):
+    """Generator params of one checkpoint (of a population's `member`), checked against the run."""
+    remedy = (f'It does not belong to this run ("config" = {workdir}/'
+              f'{run_dir.CONFIG_FILE}): move it out of the run directory, or '
+              'evaluate it with the run directory it was trained in.')
+    if member is not None:
+      return population_runs.member_generator(
+          run_dir.resolve(workdir, phase, step), member, use_ema=self.protocol.use_ema,
+          config=self.config, remedy=remedy)
     _, params = run_dir.load_generator(
         workdir, phase=phase, step=step, use_ema=self.protocol.use_ema, config=self.config,
-        remedy=(f'It does not belong to this run ("config" = {workdir}/'
-                f'{run_dir.CONFIG_FILE}): move it out of the run directory, or '
-                'evaluate it with the run directory it was trained in.'))
+        remedy=remedy)
     return params
 
   def upscaler(self, params) -> Callable:
@@ -86,49 +94,67 @@ class RankedCheckpoint:
   path: str
   result: MethodResult
   phase: int = 3
+  member: Optional[int] = None  # Of a population run: the member's index.
 
   @property
   def means(self) -> dict[str, float]:
     return self.result.means
 
   def summary(self) -> dict:
-    """Phase, step, path, the four mean metrics and the rank, as JSON data."""
-    return dict(phase=self.phase, step=self.step, path=self.path, **self.means,
+    """Phase, step, path, (member,) the four mean metrics and the rank, as JSON data."""
+    member = {} if self.member is None else {'member': self.member}
+    return dict(phase=self.phase, step=self.step, path=self.path, **member, **self.means,
                 rank=self.rank)
 
 
-def _ranking_key(scored: tuple[int, str, MethodResult]) -> tuple[float, int]:
-  step, _, result = scored
-  return result.means['lpips'], step
+def _ranking_key(entry: RankedCheckpoint) -> tuple[float, int, int]:
+  return entry.means['lpips'], entry.step, -1 if entry.member is None else entry.member
 
 
 def lpips_rank_checkpoints(workdir, test_set: TestSet, runner: GeneratorRunner,
                            scorer: Scorer, *, batch_size: int,
                            keep: Sequence[int] = (),
+                           members: Sequence[population.Member] = (),
                            log: Callable[[str], None] = print) -> list[RankedCheckpoint]:
-  """Scores every phase-3 checkpoint; returns them by mean LPIPS (best first).
+  """Scores every phase-3 checkpoint (of each of `members`); returns them by mean LPIPS.
 
-  The winner keeps its SR outputs of the test images listed in `keep`.
+  Best first. The winner (with `members`: each member's best) keeps its SR
+  outputs of the test images listed in `keep`.
   """
   found = run_dir.list_checkpoints(workdir, 3)
-  scored, best = [], None
-  for number, (step, path) in enumerate(found, start=1):
-    params = runner.load(workdir, 3, step)
+  candidates = [(step, path, m) for step, path in found for m in members or [None]]
+  scored, best = [], {}
+  for number, (step, path, member) in enumerate(candidates, start=1):
+    index = None if member is None else member.index
+    params = runner.load(workdir, 3, step, index)
     result = evaluate_method(runner.upscaler(params), test_set, scorer,
                              batch_size=batch_size, keep=keep)
     del params  # Stream: only one checkpoint's weights alive at a time.
-    entry = (int(step), str(path), result)
-    if best is None or _ranking_key(entry) < _ranking_key(best):
-      if best is not None:
-        best[2].kept_outputs.clear()
-      best = entry
+    entry = RankedCheckpoint(0, int(step), str(path), result, member=index)
+    if index not in best or _ranking_key(entry) < _ranking_key(best[index]):
+      if index in best:
+        best[index].result.kept_outputs.clear()
+      best[index] = entry
     else:
       result.kept_outputs.clear()
     scored.append(entry)
     means = result.means
-    log(f'  [{number}/{len(found)}] phase 3 step {step}: LPIPS {means["lpips"]:.4f}  '
-        f'PSNR {means["psnr"]:.3f}  SSIM {means["ssim"]:.4f}')
+    name = '' if member is None else f' member {index} ({member.name})'
+    log(f'  [{number}/{len(candidates)}] phase 3 step {step}{name}: LPIPS '
+        f'{means["lpips"]:.4f}  PSNR {means["psnr"]:.3f}  SSIM {means["ssim"]:.4f}')
   scored.sort(key=_ranking_key)
-  return [RankedCheckpoint(rank, step, path, result)
-          for rank, (step, path, result) in enumerate(scored, start=1)]
+  return [dataclasses.replace(entry, rank=rank) for rank, entry in enumerate(scored, 1)]
+
+
+def non_dominated(entries: Sequence[RankedCheckpoint]) -> list[RankedCheckpoint]:
+  """The perception-distortion frontier, by LPIPS ascending.
+
+  An entry is dominated if another has lower-or-equal LPIPS and higher-or-equal
+  PSNR, one of them strictly.
+  """
+  frontier = []
+  for entry in sorted(entries, key=lambda e: (e.means['lpips'], -e.means['psnr'])):
+    if not frontier or entry.means['psnr'] > frontier[-1].means['psnr']:
+      frontier.append(entry)
+  return frontier
 

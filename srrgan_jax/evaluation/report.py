@@ -20,11 +20,14 @@ from srrgan_jax.evaluation.scoring import TestSet
 @dataclasses.dataclass
 class Row:
   """One line of the comparison table."""
-  key: str  # Stable identifier: bilinear, bicubic, phase1_best, phase2_best, srrgan.
+  key: str  # Stable identifier: bilinear, bicubic, phase1_best, phase2_best, srrgan, ...
   label: str  # Human title as in the original table.
   checkpoint: str  # Checkpoint path ('' for the baselines).
   step: Optional[int]
   result: MethodResult
+  # What else identifies the row, as JSON data: e.g. {'alpha': 0.5} of an
+  # interpolation point.
+  details: dict = dataclasses.field(default_factory=dict)
 
 
 def _per_image_json(names: Sequence[str], per_image: dict) -> dict:
@@ -43,7 +46,7 @@ def build_report(config, protocol: Protocol, test_set: TestSet, rows: Sequence[R
       'protocol': protocol.as_dict(),
       'protocol_text': protocol.describe(config),
       'rows': [dict(key=r.key, label=r.label, checkpoint=r.checkpoint, step=r.step,
-                    **r.result.means) for r in rows],
+                    **r.result.means, **r.details) for r in rows],
       'per_image': {r.key: _per_image_json(test_set.names, r.result.per_image)
                     for r in rows},
       'ranking': [dict(e.summary(),
@@ -53,13 +56,14 @@ def build_report(config, protocol: Protocol, test_set: TestSet, rows: Sequence[R
 
 
 def format_ranking(entries: Sequence[RankedCheckpoint]) -> str:
-  """The full ranking as a fixed-width table (best LPIPS first)."""
-  lines = [f'{"rank":>4}  {"step":>8}  {"LPIPS":>7}  {"PSNR":>8}  {"SSIM":>7}  '
-           f'{"MAE":>7}']
+  """The full ranking as a fixed-width table (best LPIPS first; members of a population)."""
+  members = any(e.member is not None for e in entries)
+  lines = [f'{"rank":>4}  {"step":>8}  ' + (f'{"member":>6}  ' if members else '') +
+           f'{"LPIPS":>7}  {"PSNR":>8}  {"SSIM":>7}  {"MAE":>7}']
   for e in entries:
     m = e.means
-    lines.append(f'{e.rank:>4}  {e.step:>8}  {m["lpips"]:7.4f}  '
-                 f'{m["psnr"]:8.4f}  {m["ssim"]:7.4f}  {m["mae"]:7.4f}')
+    lines.append(f'{e.rank:>4}  {e.step:>8}  ' + (f'{e.member:>6}  ' if members else '') +
+                 f'{m["lpips"]:7.4f}  {m["psnr"]:8.4f}  {m["ssim"]:7.4f}  {m["mae"]:7.4f}')
   return '\n'.join(lines)
 
 
@@ -102,13 +106,27 @@ def format_markdown(report: dict) -> str:
   out += ['', 'Best value of each column in bold.', '', '## Protocol', '']
   out += [f'- {line}' for line in report['protocol_text']]
   if report['ranking']:
+    members = 'members' in report
     out += ['', '## LPIPS ranking of the phase-3 checkpoints', '',
-            '| Rank | Step | LPIPS | PSNR | SSIM | MAE |', '|---:|---:|---:|---:|---:|---:|']
+            '| Rank | Step |' + (' Member |' if members else '') + ' LPIPS | PSNR | SSIM | MAE |',
+            '|---:|---:|' + ('---:|' if members else '') + '---:|---:|---:|---:|']
     for e in report['ranking']:
-      out.append(f'| {e["rank"]} | {e["step"]} | {e["lpips"]:.4f} | {e["psnr"]:.4f} '
+      member = f' {e["member"]} |' if members else ''
+      out.append(f'| {e["rank"]} | {e["step"]} |{member} {e["lpips"]:.4f} | {e["psnr"]:.4f} '
                  f'| {e["ssim"]:.4f} | {e["mae"]:.4f} |')
-    out += ['', f'Selected (lowest LPIPS): step {report["ranking"][0]["step"]}.']
+    first = report['ranking'][0]
+    which = f', member {first["member"]}' if members else ''
+    out += ['', f'Selected (lowest LPIPS): step {first["step"]}{which}.']
+  if 'members' in report:
+    out += ['', '## Population members', '', '| Member | Weights |', '|---:|---|']
+    out += [f'| {m["member"]} | {m["name"]} |' for m in report['members']]
+    out += ['', 'Non-dominated (no other (member, checkpoint) has both lower LPIPS and '
+            'higher PSNR): ' + ', '.join(f'member {e["member"]} step {e["step"]}'
+                                         for e in report['frontier']) + '.']
   return '\n'.join(out) + '\n'
+
+
+_ROW_FIELDS = ('key', 'label', 'step', 'checkpoint', *METRIC_NAMES)
 
 
 def _protocol_columns(report: dict) -> dict:
@@ -131,7 +149,8 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
   paths['json'].write_text(json.dumps(report, indent=2, allow_nan=True) + '\n')
   protocol = _protocol_columns(report)
   with open(paths['csv'], 'w', newline='') as f:
-    fields = ['key', 'label', 'step', 'checkpoint', *METRIC_NAMES, *protocol]
+    details = sorted({k for row in report['rows'] for k in row} - set(_ROW_FIELDS))
+    fields = [*_ROW_FIELDS, *details, *protocol]
     writer = csv.DictWriter(f, fieldnames=fields)
     writer.writeheader()
     for row in report['rows']:
@@ -144,7 +163,8 @@ def write_ranking(report: dict, path: Path) -> Path:
   ranking = report['ranking']
   path.write_text(json.dumps({
       'criterion': 'lowest mean LPIPS',
-      'selected': {k: ranking[0][k] for k in ('phase', 'step', 'path', 'lpips')},
+      'selected': {k: ranking[0][k] for k in ('phase', 'step', 'path', 'member', 'lpips')
+                   if k in ranking[0]},
       'test_dir': report['test_dir'], 'num_images': report['num_images'],
       'protocol': report['protocol'], 'protocol_text': report['protocol_text'],
       'ranking': ranking,
