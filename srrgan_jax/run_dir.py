@@ -30,6 +30,7 @@ from srrgan_jax import checkpoints
 from srrgan_jax import config_check
 from srrgan_jax import errors
 from srrgan_jax import models
+from srrgan_jax import population
 from srrgan_jax.checkpoints import CheckpointError
 
 CONFIG_FILE = 'config.json'
@@ -353,11 +354,19 @@ def _step_config(step_dir: pathlib.Path) -> dict:
   return checkpoints.read_json(step_dir, checkpoints.CONFIG)
 
 
-def population_members(step_dir) -> list[str]:
-  """The member names of a population checkpoint, in member order ([] for a single run)."""
-  if checkpoints.LOOP not in checkpoints.item_names(step_dir):
+def population_members(step_dir, saved_config: Optional[dict] = None) -> list[str]:
+  """The member names of a checkpoint that holds a population ([] for a single model).
+
+  A phase from the population's fork phase on holds every member, in
+  `population.members` order; earlier phases are shared single models.
+  """
+  step_dir = pathlib.Path(step_dir)
+  config = config_from_dict(saved_config or _step_config(step_dir))
+  fork = population.fork_phase(config)
+  phase = step_dir.parent.name
+  if fork is None or not phase.startswith('phase') or int(phase[len('phase'):]) < fork:
     return []
-  return [m['name'] for m in checkpoints.read_json(step_dir, checkpoints.LOOP).get('members', [])]
+  return [m.name for m in population.members(config)]
 
 
 def load_generator(path_or_workdir, *, phase: Optional[int] = None,
@@ -380,7 +389,7 @@ def load_generator(path_or_workdir, *, phase: Optional[int] = None,
   else:
     check_fits(config, step_dir, saved_config=saved, remedy=remedy)
   params = checkpoints.restore_generator(step_dir, use_ema=use_ema)
-  names = population_members(step_dir)
+  names = population_members(step_dir, saved)
   listing = '; '.join(f'{k}: {name}' for k, name in enumerate(names))
   if names and member is None:
     raise CheckpointError(f'{step_dir}: a population checkpoint of {len(names)} members '

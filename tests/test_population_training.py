@@ -13,6 +13,7 @@ import pytest
 
 import fake_run
 from srrgan_jax import checkpoints
+from srrgan_jax import errors
 from srrgan_jax import parallel
 from srrgan_jax import population
 from srrgan_jax import run_dir
@@ -129,20 +130,20 @@ def test_each_member_equals_the_single_run_with_its_weights(population_config,
                                 3, steps_run, parallel.make_mesh())
   assert jitted._cache_size() == 1  # pylint: disable=protected-access
 
-  measured, errors, controls = {}, {}, []
+  measured, update_errors, controls = {}, {}, []
   for k, single in enumerate(single_runs):
     member = state_lib.member_state(ours, k)
     for name in ('params', 'ema_params'):
       error = update_error(start, single[name], member[name])
       assert error <= tolerance, (k, name, error, tolerance)
-    errors[members[k].name] = error
+    update_errors[members[k].name] = error
     measured[members[k].name] = max_abs_difference(member['params'], single['params'])
     # Negative control: another member's single run is outside the bound.
     other = single_runs[(k + 1) % len(single_runs)]
     controls.append(update_error(start, other['params'], member['params']))
   print(f'population vs single runs after {steps_run} steps: max abs difference of the '
-        f'generator {measured}, update error {errors} (bound {tolerance:.3g}); against '
-        f'another member\'s single run: {controls}')
+        f'generator {measured}, update error {update_errors} (bound {tolerance:.3g}); '
+        f'against another member\'s single run: {controls}')
   assert min(controls) > tolerance
   finals = summary['phases'][3]['members']
   assert [f['member'] for f in finals] == [m.name for m in members]
@@ -247,3 +248,38 @@ def test_a_stopped_member_keeps_its_state_while_the_others_train():
   assert int(after.step[0]) == 1 and int(after.step[1]) == 0
   assert not np.array_equal(after.params['stem']['kernel'][0],
                             before_host.params['stem']['kernel'][0])
+
+
+def test_members_spread_over_device_groups_train_as_on_every_device():
+  """member_devices=2: each pair of devices holds one member and splits the batch."""
+  config = small_perceptual_config()
+  config.adam_eps = 1.0  # A smooth first step (see population_config).
+  config.population.gan_weight = (0.01, 0.1)
+  member_configs = [population.member_config(config, m)
+                    for m in population.members(config)]
+  batch, results = random_batch(config), []
+  for member_devices in (1, 2):
+    mesh = parallel.make_mesh(member_devices=member_devices)
+    assert dict(mesh.shape) == {'member': member_devices, 'data': 4 // member_devices}
+    state = state_lib.create_population(config, 1, 6, mesh, 2)
+    step = steps.compile_population_step(config, 1, 6, mesh, member_configs)
+    key = parallel.put_replicated(state_lib.phase_key(config, 1), mesh)
+    state, _ = step(state, parallel.global_batch(batch, mesh), key, np.ones(2, bool))
+    assert state.params['stem']['kernel'].sharding.spec[0] == 'member'
+    evaluate = steps.compile_population_eval_step(config, mesh, 2)
+    eval_batch = {**batch, 'mask': np.ones(len(batch['lr']), np.float32)}
+    sums, sr = evaluate(state.ema_params, parallel.global_batch(eval_batch, mesh))
+    assert sr.shape[:2] == (2, len(batch['lr'])) and sums['count'].shape == (2,)
+    results.append(parallel.to_host(state))
+  start = parallel.to_host(state_lib.create_population(config, 1, 6, parallel.make_mesh(),
+                                                       2))
+  for k in range(2):
+    error = update_error(*(state_lib.member_state(s, k).params
+                           for s in (start, results[0], results[1])))
+    assert error <= gradient_tolerance(config), error
+  with pytest.raises(errors.ConfigError, match=r'population.member_devices=3 does not '
+                     r'divide the 4 devices'):
+    parallel.make_mesh(member_devices=3)
+  with pytest.raises(errors.ConfigError, match=r'data.batch_size=3 is not divisible by '
+                     r'the 2 devices of each of the 2 member groups'):
+    parallel.check_batch_size(3, parallel.make_mesh(member_devices=2))

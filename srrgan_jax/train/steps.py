@@ -278,6 +278,26 @@ def jit_train_step(config, phase: int, total_steps: int, mesh):
        _length_key(phase, total_steps), programs.mesh_key(mesh)), build)
 
 
+def _per_member_group(fn: Callable, mesh, split: tuple[bool, ...], outputs: int
+                      ) -> Callable:
+  """`fn` run by each device group of the 'member' axis on its own members.
+
+  `split` says which arguments have the member axis first (the others are
+  shared); every output has it. With one group `fn` is returned as it is.
+  Each group runs the vmapped members it holds (dense convolutions when it
+  holds one); XLA's partitioner would otherwise have to split the grouped
+  convolutions of the vmapped program along the member axis, which it fails
+  to do.
+  """
+  if mesh.shape[parallel.MEMBER_AXIS] == 1:
+    return fn
+  by_member = jax.sharding.PartitionSpec(parallel.MEMBER_AXIS)
+  shared = jax.sharding.PartitionSpec()
+  return jax.shard_map(fn, mesh=mesh, axis_names={parallel.MEMBER_AXIS},
+                       in_specs=tuple(by_member if s else shared for s in split),
+                       out_specs=(by_member,) * outputs, check_vma=False)
+
+
 def jit_population_step(config, phase: int, total_steps: int, mesh, size: int):
   """The jitted population step (see `population_step_fn`) of `size` members.
 
@@ -290,17 +310,8 @@ def jit_population_step(config, phase: int, total_steps: int, mesh, size: int):
     shardings = state_lib.population_shardings(
         state_lib.abstract_population(config, phase, optimizers, size), mesh)
     replicated, members = parallel.replicated(mesh), parallel.member_sharding(mesh)
-    step = population_step_fn(config, phase, total_steps)
-    if mesh.shape[parallel.MEMBER_AXIS] > 1:
-      # Each device group runs its own members (dense convolutions when it has
-      # one); XLA's partitioner would otherwise have to split the grouped
-      # convolutions of the vmapped step along the member axis.
-      by_member, shared = jax.sharding.PartitionSpec(parallel.MEMBER_AXIS), \
-          jax.sharding.PartitionSpec()
-      step = jax.shard_map(
-          step, mesh=mesh, axis_names={parallel.MEMBER_AXIS},
-          in_specs=(by_member, shared, shared, shared, by_member, by_member),
-          out_specs=(by_member, by_member), check_vma=False)
+    step = _per_member_group(population_step_fn(config, phase, total_steps), mesh,
+                             (True, False, False, False, True, True), 2)
     return jax.jit(
         step,
         in_shardings=(shardings, parallel.batch_sharding(mesh), replicated, replicated,
@@ -403,8 +414,9 @@ def compile_population_eval_step(config, mesh, size: int, vgg_params=None) -> Ca
 
   def build():
     members = parallel.member_sharding(mesh)
-    return jax.jit(jax.vmap(functools.partial(eval_sums, config=config),
-                            in_axes=(0, None, None)),
+    members_eval = jax.vmap(functools.partial(eval_sums, config=config),
+                            in_axes=(0, None, None))
+    return jax.jit(_per_member_group(members_eval, mesh, (True, False, False), 2),
                    in_shardings=(members, parallel.batch_sharding(mesh),
                                  parallel.replicated(mesh)),
                    out_shardings=(members, parallel.member_batch_sharding(mesh)))
