@@ -24,7 +24,7 @@ TRACED = (
 )
 
 # Loss weights and phase-3 peak learning rates: the train step takes them as
-# float32 arguments (`steps.hyperparams`), so changing one reuses the compiled
+# float32 arguments (`train.state.hyperparams`), so changing one reuses the compiled
 # program, and a population of members that differ in them is one program.
 HYPERPARAMETERS = (
     'loss.pixel_weight', 'loss.perceptual_weight', 'loss.gan_weight',
