@@ -147,17 +147,18 @@ def train_steps(args, peaks):
       state = state_lib.create_state(config, phase, 1000, mesh)
       key = parallel.put_replicated(state_lib.phase_key(config, phase), mesh)
       phase_vgg = vgg if phase == 3 else None
+      hyper = parallel.put_replicated(state_lib.hyperparams(config), mesh)
       start = time.perf_counter()
       compiled = steps.jit_train_step(config, phase, 1000, mesh).lower(
-          state, batch, key, phase_vgg).compile()
+          state, batch, key, phase_vgg, hyper).compile()
       compile_s = time.perf_counter() - start
       gflop = bench_train.compiled_gflop(compiled)
-      state, metrics = compiled(state, batch, key, phase_vgg)
+      state, metrics = compiled(state, batch, key, phase_vgg, hyper)
       jax.block_until_ready(metrics)
       walls = []
       for _ in range(args.repeats):
         start = time.perf_counter()
-        state, metrics = compiled(state, batch, key, phase_vgg)
+        state, metrics = compiled(state, batch, key, phase_vgg, hyper)
         jax.block_until_ready(metrics)
         walls.append(time.perf_counter() - start)
       seconds = statistics.median(walls)

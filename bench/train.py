@@ -4,6 +4,7 @@
   python bench/train.py --quick              # phase 1 and phase 3 at batch 4
   python bench/train.py --phases 3 --batch_sizes 16
   python bench/train.py --quick --seed_tf DIR --seed_tf_python PY   # + the original, side by side
+  python bench/train.py --population 4 --phases 3 --batch_sizes 4   # see bench_population
 
 Prints one JSON object per configuration: `s_per_step` is the median wall time
 of --repeats steps after the first (compiling) call, `compile_s` the first call
@@ -65,6 +66,12 @@ def parse_args():
   parser.add_argument('--eigen_convolutions', action=argparse.BooleanOptionalAction,
                       default=True, help='Apply srrgan_jax.xla_cpu (CPU only).')
   seed_tf.add_arguments(parser)
+  parser.add_argument('--population', type=int, default=0,
+                      help='Time a population of P members (differing in gan_weight) '
+                      'against P single-member steps on the same batch.')
+  parser.add_argument('--tiny', action='store_true',
+                      help='configs/tiny.py instead of the full-size model (to check '
+                      'that the script runs; not a speed measurement).')
   args = parser.parse_args()
   seed_tf.check_arguments(parser, args, SEED_TF_SCRIPT)
   if args.quick:
@@ -81,6 +88,18 @@ def random_vgg19(config, directory):
       weights.write_random_weights(directory, [weights.VGG19_FILE])[0])
   return loop.perceptual_layers_needed(perceptual.load_vgg19_params(config),
                                        config.loss.perceptual_layers)
+
+
+def random_batch(config, mesh):
+  """A global batch of uniform random LR and HR patches in [-1, 1] (speed needs no photos)."""
+  import numpy as np
+  from srrgan_jax import parallel
+  rng = np.random.default_rng(0)
+  size, lr_size = config.data.batch_size, config.data.patch_size // config.scale
+  return parallel.global_batch({
+      'lr': rng.uniform(-1, 1, (size, lr_size, lr_size, 3)).astype(np.float32),
+      'hr': rng.uniform(-1, 1, (size,) + (config.data.patch_size,) * 2 + (3,))
+            .astype(np.float32)}, mesh)
 
 
 def compiled_gflop(compiled):
@@ -123,7 +142,6 @@ def original_steps(args) -> dict:
 
 def bench(args, phase, batch_size, vgg_params, mesh, peak_gflops, sgemm_peak_gflops):
   import jax
-  import numpy as np
   from configs import default
   from srrgan_jax import parallel
   from srrgan_jax.train import state as state_lib
@@ -132,25 +150,22 @@ def bench(args, phase, batch_size, vgg_params, mesh, peak_gflops, sgemm_peak_gfl
   config = default.get_config()
   config.data.batch_size = batch_size
   vgg = parallel.put_replicated(vgg_params, mesh) if phase == 3 else None
-  rng = np.random.default_rng(0)
   lr_size = config.data.patch_size // config.scale
-  batch = parallel.global_batch({
-      'lr': rng.uniform(-1, 1, (batch_size, lr_size, lr_size, 3)).astype(np.float32),
-      'hr': rng.uniform(-1, 1, (batch_size,) + (config.data.patch_size,) * 2 + (3,))
-            .astype(np.float32)}, mesh)
+  batch = random_batch(config, mesh)
   state = state_lib.create_state(config, phase, 1000, mesh)
   key = parallel.put_replicated(state_lib.phase_key(config, phase), mesh)
+  hyper = parallel.put_replicated(state_lib.hyperparams(config), mesh)
   start = time.perf_counter()
-  step = steps.jit_train_step(config, phase, 1000, mesh).lower(state, batch, key,
-                                                                vgg).compile()
+  step = steps.jit_train_step(config, phase, 1000, mesh).lower(state, batch, key, vgg,
+                                                                hyper).compile()
   compile_s = time.perf_counter() - start
   gflop_xla = compiled_gflop(step)
-  state, metrics = step(state, batch, key, vgg)
+  state, metrics = step(state, batch, key, vgg, hyper)
   jax.block_until_ready((state, metrics))
   walls, cpus = [], []
   for _ in range(args.repeats):
     start, cpu_start = time.perf_counter(), time.process_time()
-    state, metrics = step(state, batch, key, vgg)
+    state, metrics = step(state, batch, key, vgg, hyper)
     jax.block_until_ready((state, metrics))
     walls.append(time.perf_counter() - start)
     cpus.append(time.process_time() - cpu_start)
@@ -190,6 +205,105 @@ def with_original(row, original):
           'speedup_vs_original': seed_tf.ratio(match['s_per_step_median'], row['s_per_step'])}
 
 
+def _timed_steps(step, state, args, *step_args):
+  """(median wall s, median CPU s) of --repeats calls after a warm-up call; the state."""
+  import jax
+  state, metrics = step(state, *step_args)
+  jax.block_until_ready((state, metrics))
+  walls, cpus = [], []
+  for _ in range(args.repeats):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    state, metrics = step(state, *step_args)
+    jax.block_until_ready((state, metrics))
+    walls.append(time.perf_counter() - start)
+    cpus.append(time.process_time() - cpu_start)
+  return statistics.median(walls), statistics.median(cpus), state
+
+
+def data_seconds_per_batch(config, batches=8):
+  """Wall seconds the training loader takes per global batch (built-in photos, this host)."""
+  from srrgan_jax import data
+  config = config.copy_and_resolve_references()
+  config.data.train_dir = ''
+  iterator = data.make_train_iterator(config)
+  try:
+    next(iterator)  # Start-up (workers, first decode) is not per-step work.
+    start = time.perf_counter()
+    for _ in range(batches):
+      next(iterator)
+    return (time.perf_counter() - start) / batches
+  finally:
+    iterator.close()
+
+
+def bench_population(args, phase, batch_size, vgg_params, mesh):
+  """One population step of P members vs P single steps, on the same batch.
+
+  The members differ in gan_weight (a traced value: the P single steps are one
+  compiled program). `population_s_per_step` / `single_s_per_step` is what one
+  member costs inside the population relative to alone; `speedup` = P single
+  steps / one population step. The population shares the batch, the HR
+  targets' VGG19 features and the data pipeline's work: `data_s_per_batch` is
+  that work per step (once, whatever P), measured on the built-in photos.
+  """
+  import jax
+  import numpy as np
+  from configs import default
+  from configs import tiny
+  from srrgan_jax import parallel
+  from srrgan_jax import population
+  from srrgan_jax.train import state as state_lib
+  from srrgan_jax.train import steps
+
+  size = args.population
+  config = (tiny if args.tiny else default).get_config()
+  config.data.batch_size = batch_size
+  config.population.gan_weight = tuple(0.01 * (k + 1) for k in range(size))
+  member_configs = [population.member_config(config, m) for m in population.members(config)]
+  vgg = parallel.put_replicated(vgg_params, mesh) if phase > 1 else None
+  lr_size = config.data.patch_size // config.scale
+  batch = random_batch(config, mesh)
+  key = parallel.put_replicated(state_lib.phase_key(config, phase), mesh)
+  active = np.ones(size, bool)
+
+  start = time.perf_counter()
+  states = state_lib.create_population(config, phase, 1000, mesh, size)
+  population_step = steps.compile_population_step(config, phase, 1000, mesh, member_configs,
+                                                  vgg)
+  population_s, population_cpu, states = _timed_steps(population_step, states, args,
+                                                       batch, key, active)
+  population_first_s = time.perf_counter() - start
+  del states
+  single_steps = [steps.compile_train_step(c, phase, 1000, mesh, vgg)
+                  for c in member_configs]
+  state = state_lib.create_state(member_configs[0], phase, 1000, mesh)
+
+  def all_singles(state, batch, key):
+    for step in single_steps:  # Each member's step, one after the other.
+      state, metrics = step(state, batch, key)
+    return state, metrics
+
+  singles_s, singles_cpu, _ = _timed_steps(all_singles, state, args, batch, key)
+  data_s = data_seconds_per_batch(config)
+  device = jax.devices()[0]
+  return {
+      'bench': 'train_population', 'phase': phase, 'batch_size': batch_size,
+      'population': size, 'model': 'tiny' if args.tiny else 'default',
+      'lr_patch': f'{lr_size}x{lr_size}',
+      'population_s_per_step': round(population_s, 4),
+      'single_s_per_step': round(singles_s / size, 4),
+      'singles_s_per_population_step': round(singles_s, 4),
+      'speedup': round(singles_s / population_s, 2),
+      'population_cpu_s_per_step': round(population_cpu, 4),
+      'singles_cpu_s_per_population_step': round(singles_cpu, 4),
+      'population_first_call_s': round(population_first_s, 1),
+      'data_s_per_batch': round(data_s, 4),
+      'data_workers': config.data.num_workers,
+      'device': f'{device.platform}:{device.device_kind}', 'devices': mesh.devices.size,
+      'cpu_count': os.cpu_count(), 'load_avg_1min': round(os.getloadavg()[0], 2),
+  }
+
+
 def main():
   args = parse_args()
   original = original_steps(args)  # Before this process starts JAX.
@@ -200,10 +314,16 @@ def main():
   from srrgan_jax import parallel
 
   mesh = parallel.make_mesh(jax.local_devices()[:1])  # One device: a step's speed.
-  peak_gflops = matmul_gflops()
-  sgemm_peak = machine.sgemm_peak_gflops()
   with tempfile.TemporaryDirectory() as directory:
     vgg_params = random_vgg19(default.get_config(), directory) if 3 in args.phases else None
+  if args.population:
+    for phase in args.phases:
+      for batch_size in args.batch_sizes:
+        print(json.dumps(bench_population(args, phase, batch_size, vgg_params, mesh)),
+              flush=True)
+    return
+  peak_gflops = matmul_gflops()
+  sgemm_peak = machine.sgemm_peak_gflops()
   for phase in args.phases:
     for batch_size in args.batch_sizes:
       row = bench(args, phase, batch_size, vgg_params, mesh, peak_gflops, sgemm_peak)

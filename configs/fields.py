@@ -15,15 +15,26 @@ from typing import Any, Mapping
 # under which compiled programs are reused. When in doubt a field is traced: a
 # needless entry costs a recompilation, a missing one reuses a stale program.
 TRACED = (
-    'seed', 'scale', 'model.', 'disc.', 'augment.', 'degradation.', 'loss.',
+    'seed', 'scale', 'model.', 'disc.', 'augment.', 'degradation.',
+    'loss.perceptual_layers', 'loss.perceptual_layer_weights', 'loss.real_label',
     'data.patch_size', 'data.batch_size', 'data.eval_batch_size', 'data.val_crop_size',
     'data.patches_per_image', 'ema_decay', 'ema_warmup', 'eval_use_ema', 'adam_eps',
-    'phase1.', 'phase2.', 'phase3.',
+    'phase1.', 'phase2.', 'phase3.epochs', 'phase3.b1', 'phase3.clip_norm',
+    'phase3.clip_mode', 'phase3.save_every_epochs',
+)
+
+# Loss weights and phase-3 peak learning rates: the train step takes them as
+# float32 arguments (`train.state.hyperparams`), so changing one reuses the compiled
+# program, and a population of members that differ in them is one program.
+HYPERPARAMETERS = (
+    'loss.pixel_weight', 'loss.perceptual_weight', 'loss.gan_weight',
+    'loss.phase2_perceptual_weight', 'phase3.g_learning_rate', 'phase3.d_learning_rate',
 )
 
 # Host-side settings that no compiled program reads: folders, periods, the
-# loader's processes, launching, inference and weight files, the phase list.
-UNTRACED = (
+# loader's processes, launching, inference and weight files, the phase list;
+# and the values compiled programs take as arguments.
+UNTRACED = HYPERPARAMETERS + (
     'phases', 'init_checkpoint', 'log_every_steps', 'sample_every_epochs',
     'checkpoint.', 'distributed.', 'inference.', 'weights.',
     'data.train_dir', 'data.val_dir', 'data.test_dir', 'data.num_workers',

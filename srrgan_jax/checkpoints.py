@@ -7,7 +7,9 @@ A phase directory holds one step directory per checkpoint, each with four items:
   config  the run's configuration (JSON);
 and Orbax's own metrics (the validation loss of phases 1-2). Phases 1-2 keep the
 best checkpoint by validation loss and the latest one; phase 3 keeps one every
-`phase3.save_every_epochs` epochs and the latest. Where these directories live
+`phase3.save_every_epochs` epochs and the latest. A population's checkpoint
+holds every member (each state leaf has a leading member axis); in phases 1-2
+it also records each member's validation loss, and each member's best is kept. Where these directories live
 in a run, and which one a command means, is `run_dir`'s business.
 
 Everything is read through Orbax (a read-only manager for a phase, a composite
@@ -33,6 +35,11 @@ from srrgan_jax import quiet_logs
 
 STATE, DATA, LOOP, CONFIG = 'state', 'data', 'loop', 'config'
 VAL_LOSS = 'val_loss'
+
+
+def member_val_loss(member: int) -> str:
+  """The checkpoint metric holding member `member`'s validation loss (populations)."""
+  return f'{VAL_LOSS}_member{member}'
 
 
 class CheckpointError(errors.UserError, ValueError):
@@ -66,22 +73,23 @@ def _reading(step_dir):
 
 
 def make_manager(directory, phase: int, *, async_save: bool = True,
-                 keep_steps: Iterable[int] = ()) -> ocp.CheckpointManager:
+                 keep_steps: Iterable[int] = (), members: int = 0) -> ocp.CheckpointManager:
   """The Orbax manager that writes phase `phase` into `directory`.
 
-  Phases 1-2 keep the latest and the best by 'val_loss'; phase 3 keeps the
-  latest and every step in `keep_steps` (its every-N-epochs checkpoints).
+  Phases 1-2 keep the latest and the best by 'val_loss' (with `members`, the
+  best of each member too); phase 3 keeps the latest and every step in
+  `keep_steps` (its every-N-epochs checkpoints).
   """
   if phase in (1, 2):
+    names = [VAL_LOSS] + [member_val_loss(k) for k in range(members)]
     options = ocp.CheckpointManagerOptions(
         best_fn=lambda m: m[VAL_LOSS], best_mode='min',
         enable_async_checkpointing=async_save,
-        preservation_policy=policies.AnyPreservationPolicy([
-            policies.LatestN(n=1),
+        preservation_policy=policies.AnyPreservationPolicy([policies.LatestN(n=1)] + [
             # Sorted descending by loss, the last one (lowest) survives.
-            policies.BestN(get_metric_fn=lambda m: m[VAL_LOSS], reverse=True, n=1,
-                           keep_checkpoints_without_metrics=False),
-        ]))
+            policies.BestN(get_metric_fn=lambda m, name=name: m[name], reverse=True, n=1,
+                           keep_checkpoints_without_metrics=False)
+            for name in names]))
   else:
     options = ocp.CheckpointManagerOptions(
         enable_async_checkpointing=async_save,
@@ -99,10 +107,12 @@ def _item_handlers():
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, iterator,
-         loop_state: dict, config_dict: dict, val_loss: Optional[float] = None) -> None:
+         loop_state: dict, config_dict: dict,
+         val_loss: Optional[float | Sequence[float]] = None) -> None:
   """Saves (asynchronously if so configured) on every process, as Orbax requires.
 
-  `config_dict` is the run's configuration as JSON data.
+  `config_dict` is the run's configuration as JSON data. `val_loss` is one
+  value, or a population's one per member (then 'val_loss' is their minimum).
 
   The state is replicated, so it is written from one host copy: far fewer and
   larger transfers than per-device slices, and the device buffers are free to be
@@ -115,7 +125,12 @@ def save(manager: ocp.CheckpointManager, step: int, state, iterator,
            CONFIG: ocp.args.JsonSave(config_dict)}
   if iterator is not None:
     items[DATA] = grain.checkpoint.CheckpointSave(iterator)
-  metrics = None if val_loss is None else {VAL_LOSS: float(val_loss)}
+  metrics = None
+  if isinstance(val_loss, (list, tuple)):
+    metrics = {VAL_LOSS: float(min(val_loss)),
+               **{member_val_loss(k): float(v) for k, v in enumerate(val_loss)}}
+  elif val_loss is not None:
+    metrics = {VAL_LOSS: float(val_loss)}
   manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
 
 

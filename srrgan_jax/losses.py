@@ -30,17 +30,39 @@ def perceptual_loss(vgg_params, pred: jax.Array, target: jax.Array,
   prediction's pass is differentiated (one shared batch of 2B would pull the
   backward pass through the target rows too).
   """
+  _check_layer_weights(layers, layer_weights)
+  if pred.shape != target.shape:
+    raise ValueError(f'pred {pred.shape} and target {target.shape} differ in shape')
+  return perceptual_loss_to_features(vgg_params, pred,
+                                     target_features(vgg_params, target, layers),
+                                     layers, layer_weights)
+
+
+def _check_layer_weights(layers, layer_weights) -> None:
   if len(layers) != len(layer_weights):
     raise ValueError(f'{len(layers)} perceptual layers but {len(layer_weights)} weights '
                      '(config.loss.perceptual_layers / perceptual_layer_weights)')
-  if pred.shape != target.shape:
-    raise ValueError(f'pred {pred.shape} and target {target.shape} differ in shape')
+
+
+def target_features(vgg_params, target: jax.Array, layers: Sequence[str]) -> dict:
+  """The VGG19 features of the targets that `perceptual_loss_to_features` compares with.
+
+  Computed once per batch, they serve every prediction of that batch (all
+  members of a population).
+  """
+  return perceptual.vgg19_features(vgg_params, jax.lax.stop_gradient(target), layers)
+
+
+def perceptual_loss_to_features(vgg_params, pred: jax.Array, features: dict,
+                                layers: Sequence[str] = DEFAULT_PERCEPTUAL_LAYERS,
+                                layer_weights: Sequence[float] = DEFAULT_PERCEPTUAL_WEIGHTS
+                                ) -> jax.Array:
+  """`perceptual_loss` of `pred` against targets given by their `target_features`."""
+  _check_layer_weights(layers, layer_weights)
   pred_features = perceptual.vgg19_features(vgg_params, pred, layers)
-  target_features = perceptual.vgg19_features(vgg_params, jax.lax.stop_gradient(target),
-                                              layers)
   total = jnp.zeros((), jnp.float32)
   for layer, weight in zip(layers, layer_weights):
-    total += weight * jnp.mean(jnp.abs(pred_features[layer] - target_features[layer]))
+    total += weight * jnp.mean(jnp.abs(pred_features[layer] - features[layer]))
   return total
 
 

@@ -1,8 +1,11 @@
 """Device mesh, shardings, multi-host start-up and global batch assembly.
 
-Data parallelism over one mesh axis, 'data', that spans every device of every
-host: batches are split along their first axis, parameters are replicated. Each
-host feeds only its own rows; `global_batch` stitches them into one global array.
+A 2-D mesh ('member', 'data'). Data parallelism over 'data': batches are split
+along their first axis, parameters are replicated. Each host feeds only its own
+rows; `global_batch` stitches them into one global array. A population of
+members (runs that differ in loss weights) is split over 'member' along its
+leading axis; a single run has a 'member' axis of size 1, so its data axis
+spans every device of every host.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from jax.sharding import PartitionSpec as P
 from srrgan_jax import errors
 
 DATA_AXIS = 'data'
+MEMBER_AXIS = 'member'
 
 
 def initialize_distributed(dist_config) -> None:
@@ -62,15 +66,28 @@ def sync_processes(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def make_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D mesh over all (or the given) devices with the axis 'data'.
+def make_mesh(devices=None, member_devices: int = 1) -> jax.sharding.Mesh:
+  """A ('member', 'data') mesh over all (or the given) devices.
 
-  All devices are ordered by process, so that process p's devices hold rows
-  [p*b, (p+1)*b) of every global batch: the rows its data loader builds.
+  `member_devices` groups of devices along 'member' (1: every device holds
+  every member). All devices are ordered by process, so that with one group
+  process p's devices hold rows [p*b, (p+1)*b) of every global batch: the rows
+  its data loader builds. Several groups need one process: each group takes
+  the whole batch.
   """
   devices = (sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
              if devices is None else list(devices))
-  return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
+  if len(devices) % member_devices:
+    raise errors.ConfigError(
+        f'population.member_devices={member_devices} does not divide the '
+        f'{len(devices)} devices; use a divisor of {len(devices)}.')
+  if member_devices > 1 and jax.process_count() > 1:
+    raise errors.ConfigError(
+        f'population.member_devices={member_devices} needs a single process (each '
+        f'device group takes the whole batch); with {jax.process_count()} processes '
+        'use population.member_devices=1.')
+  grid = np.asarray(devices).reshape(member_devices, len(devices) // member_devices)
+  return jax.sharding.Mesh(grid, (MEMBER_AXIS, DATA_AXIS))
 
 
 def batch_sharding(mesh) -> NamedSharding:
@@ -83,19 +100,40 @@ def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def member_sharding(mesh) -> NamedSharding:
+  """Split the leading (member) axis over 'member'; replicated over 'data'."""
+  return NamedSharding(mesh, P(MEMBER_AXIS))
+
+
+def member_batch_sharding(mesh) -> NamedSharding:
+  """Members over 'member', then each member's batch over 'data'."""
+  return NamedSharding(mesh, P(MEMBER_AXIS, DATA_AXIS))
+
+
 def check_batch_size(global_batch_size: int, mesh, what: str = 'data.batch_size') -> None:
   """Raises if the global batch cannot be split evenly over the devices and hosts."""
-  devices = mesh.devices.size
+  devices = mesh.shape[DATA_AXIS]
   if global_batch_size % devices:
+    groups = mesh.shape[MEMBER_AXIS]
+    where = f' of each of the {groups} member groups' if groups > 1 else ''
     raise errors.ConfigError(
-        f'{what}={global_batch_size} is not divisible by the {devices} devices '
+        f'{what}={global_batch_size} is not divisible by the {devices} devices{where} '
         f'({jax.process_count()} process(es)); set --config.{what} to a multiple '
         f'of {devices}.')
 
 
 def put_replicated(tree, mesh):
   """Places a host pytree (identical on every process) replicated over `mesh`."""
-  sharding = replicated(mesh)
+  return _put(tree, replicated(mesh))
+
+
+def put_members(tree, mesh):
+  """Places a host pytree with a leading member axis split over 'member'."""
+  return _put(tree, member_sharding(mesh))
+
+
+def _put(tree, sharding):
+  """Places a host pytree (identical on every process) with `sharding`."""
 
   def put(x):
     x = np.asarray(x)

@@ -30,6 +30,7 @@ from srrgan_jax import checkpoints
 from srrgan_jax import config_check
 from srrgan_jax import errors
 from srrgan_jax import models
+from srrgan_jax import population
 from srrgan_jax.checkpoints import CheckpointError
 
 CONFIG_FILE = 'config.json'
@@ -353,16 +354,33 @@ def _step_config(step_dir: pathlib.Path) -> dict:
   return checkpoints.read_json(step_dir, checkpoints.CONFIG)
 
 
+def population_members(step_dir, saved_config: Optional[dict] = None) -> list[str]:
+  """The member names of a checkpoint that holds a population ([] for a single model).
+
+  A phase from the population's fork phase on holds every member, in
+  `population.members` order; earlier phases are shared single models.
+  """
+  step_dir = pathlib.Path(step_dir)
+  config = config_from_dict(saved_config or _step_config(step_dir))
+  fork = population.fork_phase(config)
+  phase = step_dir.parent.name
+  if fork is None or not phase.startswith('phase') or int(phase[len('phase'):]) < fork:
+    return []
+  return [m.name for m in population.members(config)]
+
+
 def load_generator(path_or_workdir, *, phase: Optional[int] = None,
                    step: Optional[int] = None, use_ema: bool = True,
                    config: Optional[ml_collections.ConfigDict] = None,
-                   remedy: str = DEFAULT_REMEDY
+                   remedy: str = DEFAULT_REMEDY, member: Optional[int] = None
                    ) -> tuple[ml_collections.ConfigDict, Any]:
   """(config, generator params) of a checkpoint (see `resolve`); restores nothing else.
 
   Without `config` the checkpoint's own configuration is returned; with it, the
   checkpoint must have been made with the same generator, and `config` is
   returned. Either way the parameters are checked against the configuration.
+  A population checkpoint holds every member: `member` (an index) picks one,
+  and is required there.
   """
   step_dir = resolve(path_or_workdir, phase, step)
   saved = _step_config(step_dir)
@@ -371,5 +389,17 @@ def load_generator(path_or_workdir, *, phase: Optional[int] = None,
   else:
     check_fits(config, step_dir, saved_config=saved, remedy=remedy)
   params = checkpoints.restore_generator(step_dir, use_ema=use_ema)
+  names = population_members(step_dir, saved)
+  listing = '; '.join(f'{k}: {name}' for k, name in enumerate(names))
+  if names and member is None:
+    raise CheckpointError(f'{step_dir}: a population checkpoint of {len(names)} members '
+                          f'({listing}); name the member to load (infer.py --member K).')
+  if member is not None:
+    if not names:
+      raise CheckpointError(f'{step_dir}: not a population checkpoint (one model); '
+                            'load it without a member.')
+    if not 0 <= member < len(names):
+      raise CheckpointError(f'{step_dir}: no member {member}; the members are {listing}.')
+    params = jax.tree.map(lambda x: x[member], params)
   check_fits(config, step_dir, params=params, remedy=remedy)
   return config, params

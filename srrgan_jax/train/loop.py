@@ -6,6 +6,11 @@ Orbax checkpoints, and write logs, samples and plots. Phase 2 starts from phase
 1's best generator, phase 3 from phase 2's best with a fresh discriminator.
 Running the same command again resumes from each phase's latest checkpoint and
 skips finished phases.
+
+With a population (members that differ in loss weights, `srrgan_jax.population`)
+the phases before the first one the members differ in are trained once, as a
+single run; from that phase on all members train together as one program, each
+with its own validation, plateau / early stopping and best checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import pathlib
 import shutil
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import ml_collections
@@ -32,15 +37,18 @@ from srrgan_jax import data
 from srrgan_jax import errors
 from srrgan_jax import eval_sets
 from srrgan_jax import parallel
+from srrgan_jax import population
 from srrgan_jax import run_dir
 from srrgan_jax import run_lock
 from srrgan_jax.train import device_prefetch
+from srrgan_jax.train import loop_state as loop_state_lib
 from srrgan_jax.train import monitor as monitor_lib
 from srrgan_jax.train import optim
 from srrgan_jax.train import state as state_lib
 from srrgan_jax.train import steps
 from srrgan_jax.train import validation
 from srrgan_jax.train.loop_state import LoopState
+from srrgan_jax.train.loop_state import PopulationLoopState
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +63,20 @@ class CheckpointSaveError(errors.UserError, OSError):
 
 @dataclasses.dataclass
 class PhaseResult:
-  """What a phase hands on: its chosen generator and that generator's val metrics."""
+  """What a phase hands on: its chosen generator and that generator's val metrics.
+
+  A population's result holds every member: `params` stacked along a leading
+  member axis, `val_metrics` and `step_dirs` one per member.
+  """
   phase: int
   params: Any  # numpy pytree (EMA weights if config.eval_use_ema).
-  val_metrics: dict[str, float]
+  val_metrics: Any  # dict[str, float]; a population's: a list of them.
   step_dir: Optional[pathlib.Path]  # The checkpoint the params come from.
+  step_dirs: Optional[list[pathlib.Path]] = None  # A population's, one per member.
+
+  @property
+  def is_population(self) -> bool:
+    return self.step_dirs is not None
 
 
 def _print(message: str) -> None:
@@ -94,6 +111,9 @@ def _plateau_tracker(phase_config) -> optim.PlateauTracker:
 
 def _start_params(config, workdir, phase, first_phase: bool, handed_on):
   """The generator a fresh phase starts from, as (params or None, description)."""
+  if handed_on is not None and handed_on.is_population:
+    dirs = ', '.join(str(d) for d in handed_on.step_dirs)
+    return handed_on.params, f'phase {handed_on.phase} best of each member ({dirs})'
   if handed_on is not None:
     return handed_on.params, f'phase {handed_on.phase} best ({handed_on.step_dir})'
   if first_phase and config.init_checkpoint:
@@ -118,13 +138,18 @@ class PhaseRun:
 
   `stop_after_steps` ends the run after that step of the phase, as an
   interruption would (tests of resuming use it); nothing is handed on then.
+  With `members` (a population's, `population.members`) the phase trains them
+  all in one program.
   """
 
   def __init__(self, phase: int, config, workdir: pathlib.Path, mesh,
                val_set: validation.ValidationSet, vgg_params, *, first_phase: bool,
                handed_on: Optional[PhaseResult], stop_after_steps: Optional[int] = None,
-               on_start: Callable[[], None] = lambda: None):
+               on_start: Callable[[], None] = lambda: None,
+               members: Sequence[population.Member] = ()):
     self.phase, self.config, self.workdir, self.mesh = phase, config, workdir, mesh
+    self.members = list(members)
+    self.member_configs = [population.member_config(config, m) for m in self.members]
     self.val_set, self.first_phase, self.handed_on = val_set, first_phase, handed_on
     self.stop_after_steps = stop_after_steps
     self.on_start = on_start  # Called once the phase's state is ready to train.
@@ -144,11 +169,12 @@ class PhaseRun:
                      if e % every == 0 or e == self.epochs]
     self.manager = checkpoints.make_manager(
         run_dir.phase_dir(workdir, phase), phase, async_save=config.checkpoint.async_save,
-        keep_steps=[e * self.steps_per_epoch for e in keep_epochs])
+        keep_steps=[e * self.steps_per_epoch for e in keep_epochs],
+        members=len(self.members))
     # Set up by `run` for the phase's training:
     self.iterator = None  # Training batches; its position is saved with each checkpoint.
     self.state: Optional[state_lib.TrainState] = None  # Device state, donated per step.
-    self.loop: Optional[LoopState] = None  # Host state, saved with each checkpoint.
+    self.loop: Optional[LoopState | PopulationLoopState] = None  # Saved with each checkpoint.
     self.eval_step: Optional[Callable] = None
     self.monitor: Optional[monitor_lib.PhaseMonitor] = None
     self.progress = None  # The tqdm progress bar (process 0 only shows it).
@@ -164,7 +190,11 @@ class PhaseRun:
           lambda host_batch: parallel.global_batch(host_batch, self.mesh))
       self.state, self.loop = self._start_or_resume(latest, saved)
       self.on_start()
-      self.eval_step = steps.compile_eval_step(self.config, self.mesh, self.vgg_params)
+      if self.members:
+        self.eval_step = steps.compile_population_eval_step(
+            self.config, self.mesh, len(self.members), self.vgg_params)
+      else:
+        self.eval_step = steps.compile_eval_step(self.config, self.mesh, self.vgg_params)
       resumed = saved is not None
       self.monitor = monitor_lib.PhaseMonitor(
           self.workdir, self.phase, enabled=self.main,
@@ -189,11 +219,18 @@ class PhaseRun:
         self.iterator.close()
       self.manager.close()
 
-  def _check_saved(self, latest: int) -> LoopState:
+  def _check_saved(self, latest: int) -> LoopState | PopulationLoopState:
     loop_state, saved_config = checkpoints.read_json_items(self.manager, latest)
     run_dir.check_fits(self.config, self.manager.directory, saved_config=saved_config,
                        with_disc=True)
-    saved = LoopState.from_json(loop_state)
+    saved = loop_state_lib.from_json(loop_state)
+    saved_names = saved.names if isinstance(saved, PopulationLoopState) else []
+    names = [m.name for m in self.members]
+    if saved_names != names:
+      raise checkpoints.CheckpointError(
+          f'{self.manager.directory / str(latest)}: phase {self.phase} was saved with '
+          f'{_describe_members(saved_names)}, this run has {_describe_members(names)}. '
+          'Resume with the same population settings, or start in a fresh --workdir.')
     changed = run_dir.config_differences(saved_config, run_dir.config_to_dict(self.config))
     if 'data.batch_size' in changed and not saved.finished(self.epochs):
       before, now = changed['data.batch_size']
@@ -241,8 +278,12 @@ class PhaseRun:
               else 'no earlier checkpoint, starting the phase over.'))
     return previous
 
-  def _already_finished(self, saved: LoopState) -> PhaseResult:
+  def _already_finished(self, saved: LoopState | PopulationLoopState) -> PhaseResult:
     self.manager.close()
+    if isinstance(saved, PopulationLoopState):
+      _print(f'Phase {self.phase}: already finished (epoch {saved.epoch}); handing on '
+             f'steps {[m.best_step for m in saved.members]} of the members.')
+      return self._members_best(saved)
     step_dir = run_dir.phase_dir(self.workdir, self.phase) / str(saved.best_step)
     _print(f'Phase {self.phase}: already finished (epoch {saved.epoch}); '
            f'handing on step {saved.best_step}.')
@@ -250,29 +291,64 @@ class PhaseRun:
                        checkpoints.restore_generator(step_dir, use_ema=self.use_ema),
                        saved.best_metrics, step_dir)
 
-  def _start(self) -> tuple[state_lib.TrainState, LoopState]:
+  def _members_best(self, saved: PopulationLoopState) -> PhaseResult:
+    """Each member's best generator (its own best step), stacked in member order."""
+    step_dirs = [run_dir.phase_dir(self.workdir, self.phase) / str(m.best_step)
+                 for m in saved.members]
+    params = [state_lib.member_state(
+        checkpoints.restore_generator(step_dir, use_ema=self.use_ema), k)
+              for k, step_dir in enumerate(step_dirs)]
+    stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *params)
+    return PhaseResult(self.phase, stacked, [m.best_metrics for m in saved.members],
+                       step_dirs[-1], step_dirs)
+
+  def _start(self) -> tuple[state_lib.TrainState, LoopState | PopulationLoopState]:
     start, source = _start_params(self.config, self.workdir, self.phase,
                                   self.first_phase, self.handed_on)
+    _print(f'Phase {self.phase}: {self.epochs} epochs x {self.steps_per_epoch} steps, '
+           f'starting from {source}.')
+    if self.members:
+      return self._start_population(start, source)
     state = state_lib.create_state(self.config, self.phase, self.total_steps,
                                    self.mesh, start)
     plateau = _plateau_tracker(self.phase_config) if self.phase < 3 else None
-    _print(f'Phase {self.phase}: {self.epochs} epochs x {self.steps_per_epoch} steps, '
-           f'starting from {source}.')
     return state, LoopState(phase=self.phase, start=source, plateau=plateau)
 
-  def _resume(self, latest: int) -> tuple[state_lib.TrainState, LoopState]:
+  def _start_population(self, start, source: str
+                        ) -> tuple[state_lib.TrainState, PopulationLoopState]:
+    """Every member from the shared start (or, forked earlier, each from its own)."""
+    size = len(self.members)
+    if start is not None and not (self.handed_on and self.handed_on.is_population):
+      start = jax.tree.map(lambda x: np.broadcast_to(x, (size,) + np.shape(x)), start)
+    state = state_lib.create_population(self.config, self.phase, self.total_steps,
+                                        self.mesh, size, start)
+    loops = [LoopState(phase=self.phase, start=source,
+                       plateau=_plateau_tracker(self.phase_config) if self.phase < 3
+                       else None) for _ in self.members]
+    _print(f'Phase {self.phase}: {size} members ({_describe_members(self.members)}) '
+           'train together.')
+    return state, PopulationLoopState(phase=self.phase, start=source, members=loops,
+                                      names=[m.name for m in self.members])
+
+  def _resume(self, latest: int) -> tuple[state_lib.TrainState,
+                                          LoopState | PopulationLoopState]:
     checkpoints.check_process_count(self.manager.directory / str(latest))
-    abstract = state_lib.abstract_state(self.config, self.phase, self.optimizers)
-    replicated = parallel.replicated(self.mesh)
+    if self.members:
+      abstract = state_lib.abstract_population(self.config, self.phase, self.optimizers,
+                                               len(self.members))
+      sharding = parallel.member_sharding(self.mesh)
+    else:
+      abstract = state_lib.abstract_state(self.config, self.phase, self.optimizers)
+      sharding = parallel.replicated(self.mesh)
     abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
     state, saved, _ = checkpoints.restore(self.manager, latest, abstract, self.iterator)
-    loop = LoopState.from_json(saved)
+    loop = loop_state_lib.from_json(saved)
     _print(f'Phase {self.phase}: resuming at step {latest} (epoch {loop.epoch}) from '
            f'{self.manager.directory / str(latest)}.')
     return state, loop
 
-  def _save(self, step: int, val_loss: Optional[float] = None) -> None:
+  def _save(self, step: int, val_loss: Optional[float | list[float]] = None) -> None:
     self.loop.step = step
     with self._space_errors():
       checkpoints.save(self.manager, step, self.state, self.iterator, self.loop.to_json(),
@@ -310,11 +386,19 @@ class PhaseRun:
   def _train(self) -> Optional[int]:
     """Steps to the end of the phase; the last step, or None after `stop_after_steps`."""
     config, phase = self.config, self.phase
-    train_step = steps.compile_train_step(config, phase, self.total_steps, self.mesh,
-                                          self.vgg_params)
+    if self.members:
+      population_step = steps.compile_population_step(
+          config, phase, self.total_steps, self.mesh, self.member_configs, self.vgg_params)
+      train_step = lambda state, batch, key: population_step(state, batch, key,
+                                                             self.loop.active)
+      rng = parallel.to_host(self.state.rng)[0]  # The members share the phase key.
+    else:
+      train_step = steps.compile_train_step(config, phase, self.total_steps, self.mesh,
+                                            self.vgg_params)
+      rng = parallel.to_host(self.state.rng)
     # The phase key as saved in the state, in its own buffer: the state's is
     # donated to every step.
-    key = parallel.put_replicated(parallel.to_host(self.state.rng), self.mesh)
+    key = parallel.put_replicated(rng, self.mesh)
     step = first_step = self.loop.step
     started = time.perf_counter()
     self.iterator.prefetch()  # The loader's start-up is not input waiting.
@@ -367,6 +451,8 @@ class PhaseRun:
 
   def _end_of_epoch(self, step: int) -> None:
     """Validation, learning rate / early stopping, samples and the epoch checkpoint."""
+    if self.members:
+      return self._end_of_population_epoch(step)
     config, phase = self.config, self.phase
     epoch = step // self.steps_per_epoch
     val, sample_sr = validation.validate(
@@ -391,8 +477,39 @@ class PhaseRun:
                                self.val_set.hr[:n])
     self._save(step, val_loss=val['loss'] if phase < 3 else None)
 
+  def _end_of_population_epoch(self, step: int) -> None:
+    """`_end_of_epoch` of a population: every member validated, tracked and sampled."""
+    phase, epoch = self.phase, step // self.steps_per_epoch
+    vals, sample_sr = validation.validate_population(
+        self.eval_step, state_lib.eval_params(self.state, self.use_ema), self.val_set,
+        self.member_configs, phase)
+    self.loop.record_validation(step, epoch, vals)
+    if phase < 3:
+      rates = np.asarray([m.plateau.learning_rate for m in self.loop.members], np.float32)
+      if not np.array_equal(rates, parallel.to_host(optim.learning_rate(
+          self.state.opt_state))):
+        self.state = self.state.replace(opt_state=optim.set_learning_rate(
+            self.state.opt_state, parallel.put_members(rates, self.mesh)))
+    else:
+      rates = [float(state_lib.make_optimizers(c, phase, self.total_steps).gen_schedule(step))
+               for c in self.member_configs]
+    n = self.val_set.num_samples
+    samples = n and (epoch % max(1, self.config.sample_every_epochs) == 0
+                     or epoch == self.epochs)
+    for k, (member, val, loop) in enumerate(zip(self.members, vals, self.loop.members)):
+      self.monitor.val(epoch, step, {**val, 'learning_rate': float(rates[k])}, member=k)
+      if self.main:
+        self.progress.write(f'[{member.name}] ' + _epoch_line(phase, epoch, val,
+                                                                loop.plateau))
+      if samples:
+        self.monitor.sample_grid(epoch, step, self.val_set.lr[:n], sample_sr[k],
+                                 self.val_set.hr[:n], member=k)
+    self._save(step, val_loss=[v['loss'] for v in vals] if phase < 3 else None)
+
   def _hand_on(self, step: int) -> PhaseResult:
     """The phase's result: phases 1-2 their best checkpoint, phase 3 its last state."""
+    if self.members:
+      return self._hand_on_population(step)
     if self.phase < 3:
       step_dir = run_dir.phase_dir(self.workdir, self.phase) / str(self.loop.best_step)
       self.manager.wait_until_finished()
@@ -406,6 +523,30 @@ class PhaseRun:
     _print(f'Phase {self.phase}: done at step {step} ({reason}); hands on step '
            f'{step_dir.name} (val PSNR {handed["psnr"]:.3f} dB).')
     return PhaseResult(self.phase, params, handed, step_dir)
+
+  def _hand_on_population(self, step: int) -> PhaseResult:
+    """Phases 1-2: each member's best checkpoint; phase 3: every member's last state."""
+    self.manager.wait_until_finished()
+    if self.phase < 3:
+      result = self._members_best(self.loop)
+    else:
+      step_dir = run_dir.phase_dir(self.workdir, self.phase) / str(step)
+      result = PhaseResult(self.phase,
+                           parallel.to_host(state_lib.eval_params(self.state, self.use_ema)),
+                           [m.last_val_metrics for m in self.loop.members], step_dir,
+                           [step_dir] * len(self.members))
+    for member, loop, handed, step_dir in zip(self.members, self.loop.members,
+                                              result.val_metrics, result.step_dirs):
+      reason = 'early stop' if loop.stopped_early else 'last epoch'
+      _print(f'Phase {self.phase} [{member.name}]: done ({reason}); hands on step '
+             f'{step_dir.name} (val PSNR {handed["psnr"]:.3f} dB).')
+    return result
+
+
+def _describe_members(members) -> str:
+  """'no population' or 'members gan_weight=0.01; gan_weight=0.1' (names or Members)."""
+  names = [m if isinstance(m, str) else m.name for m in members]
+  return f'members {"; ".join(names)}' if names else 'no population'
 
 
 def _input_advice(config) -> str:
@@ -446,7 +587,10 @@ def run(config: ml_collections.ConfigDict, workdir, *,
 
 def _run_locked(config, workdir: pathlib.Path, stop_after_steps) -> dict[str, Any]:
   phases = [int(p) for p in config.phases]
-  mesh = parallel.make_mesh()
+  members = population.members(config)
+  fork = population.fork_phase(config)
+  mesh = parallel.make_mesh(
+      member_devices=int(config.population.member_devices) if members else 1)
   parallel.check_batch_size(int(config.data.batch_size), mesh)
   parallel.check_batch_size(int(config.data.eval_batch_size), mesh,
                             'data.eval_batch_size')
@@ -479,20 +623,33 @@ def _run_locked(config, workdir: pathlib.Path, stop_after_steps) -> dict[str, An
     stop = (stop_after_steps or {}).get(phase)
     result = PhaseRun(phase, config, workdir, mesh, val_set, vgg_params,
                       first_phase=(i == 0), handed_on=handed_on,
-                      stop_after_steps=stop, on_start=record_config).run()
+                      stop_after_steps=stop, on_start=record_config,
+                      members=members if members and phase >= fork else ()).run()
     if stop is not None and result.params is None:
       summary['stopped'] = {'phase': phase, 'step': stop}
       return summary
-    summary['phases'][phase] = {'checkpoint': str(result.step_dir), **result.val_metrics}
+    if result.is_population:
+      summary['phases'][phase] = {'members': [
+          {'member': m.name, 'checkpoint': str(d), **v}
+          for m, d, v in zip(members, result.step_dirs, result.val_metrics)]}
+    else:
+      summary['phases'][phase] = {'checkpoint': str(result.step_dir), **result.val_metrics}
     handed_on = result
 
   baseline = validation.bilinear_baseline(val_set, config.scale)
   summary['bilinear'] = baseline
   summary['final'] = handed_on.val_metrics
-  _print(f'\nFinal generator (phase {handed_on.phase}, {handed_on.step_dir}):\n'
-         f'  validation PSNR {handed_on.val_metrics["psnr"]:.3f} dB, SSIM '
-         f'{handed_on.val_metrics["ssim"]:.4f} on {len(val_set)} held-out '
-         f'{val_set.hr.shape[1]}x{val_set.hr.shape[2]} centre crops\n'
+  if handed_on.is_population:
+    finals = [(f'member {m.name}', d, v) for m, d, v in
+              zip(members, handed_on.step_dirs, handed_on.val_metrics)]
+  else:
+    finals = [('generator', handed_on.step_dir, handed_on.val_metrics)]
+  crops = (f'on {len(val_set)} held-out {val_set.hr.shape[1]}x{val_set.hr.shape[2]} '
+           'centre crops')
+  scores = ''.join(f'\nFinal {what} (phase {handed_on.phase}, {step_dir}):\n'
+                   f'  validation PSNR {val["psnr"]:.3f} dB, SSIM {val["ssim"]:.4f} {crops}'
+                   for what, step_dir, val in finals)
+  _print(f'{scores}\n'
          f'  bilinear upsampling of the degraded input: PSNR {baseline["psnr"]:.3f} dB, '
          f'SSIM {baseline["ssim"]:.4f}\n'
          f'Outputs in {workdir}: checkpoints/, logs/ (TensorBoard: tensorboard '

@@ -1,4 +1,4 @@
-"""The host-side state of a training phase, saved as JSON with every checkpoint.
+"""The host-side state of a training phase (or population), saved as JSON with every checkpoint.
 
 What the loop keeps between steps besides the device state: its position
 (step, epoch), the plateau / early-stopping tracker of phases 1-2, the best
@@ -64,3 +64,65 @@ class LoopState:
         best_step=saved.get('best_step'), best_val_loss=saved.get('best_val_loss'),
         best_metrics=saved.get('best_metrics'),
         last_val_metrics=saved.get('last_val_metrics'))
+
+
+@dataclasses.dataclass
+class PopulationLoopState:
+  """The host state of a population phase: one `LoopState` per member.
+
+  The members step together (one position, `step` and `epoch`); each keeps
+  its own plateau tracker, early stop and best result. The phase stops early
+  once every member has.
+  """
+  phase: int
+  start: str
+  members: list[LoopState]
+  names: list[str]  # The members' names (`population.Member.name`), in member order.
+  step: int = 0
+  epoch: int = 0
+
+  @property
+  def stopped_early(self) -> bool:
+    return all(m.stopped_early for m in self.members)
+
+  @property
+  def active(self) -> list[bool]:
+    """Per member: still training (not stopped early)."""
+    return [not m.stopped_early for m in self.members]
+
+  def finished(self, epochs: int) -> bool:
+    return self.stopped_early or self.epoch >= epochs
+
+  def record_validation(self, step: int, epoch: int, vals: list[dict[str, float]]) -> None:
+    """Takes every member's validation metrics of one epoch (see `LoopState`).
+
+    A member that stopped early keeps its tracker and best as they were.
+    """
+    self.epoch = epoch
+    for member, val in zip(self.members, vals):
+      if member.stopped_early:
+        member.epoch, member.last_val_metrics = epoch, val
+      else:
+        member.record_validation(step, epoch, val)
+
+  def to_json(self) -> dict[str, Any]:
+    members = []
+    for name, member in zip(self.names, self.members):
+      member.step = self.step
+      members.append({'name': name, **member.to_json()})
+    return {'phase': self.phase, 'step': self.step, 'epoch': self.epoch,
+            'stopped_early': self.stopped_early, 'start': self.start, 'members': members}
+
+  @classmethod
+  def from_json(cls, saved: dict[str, Any]) -> 'PopulationLoopState':
+    return cls(phase=int(saved['phase']), start=saved['start'],
+               members=[LoopState.from_json(m) for m in saved['members']],
+               names=[m['name'] for m in saved['members']],
+               step=int(saved['step']), epoch=int(saved['epoch']))
+
+
+def from_json(saved: dict[str, Any]):
+  """The `LoopState` or `PopulationLoopState` a checkpoint's loop item holds."""
+  if 'members' in saved:
+    return PopulationLoopState.from_json(saved)
+  return LoopState.from_json(saved)

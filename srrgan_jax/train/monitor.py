@@ -119,22 +119,28 @@ class PhaseMonitor:
     self.events.scalars(step, {f'train/{k}': v for k, v in values.items()})
     self.train_csv.write({'step': step, **values})
 
-  def val(self, epoch: int, step: int, values: Mapping[str, float]) -> None:
+  def val(self, epoch: int, step: int, values: Mapping[str, float],
+          member: Optional[int] = None) -> None:
+    """One epoch's validation metrics; a population writes a row per `member`."""
     if not self.enabled:
       return
-    self.events.scalars(step, {f'val/{k}': v for k, v in values.items()})
+    suffix = '' if member is None else f'/member{member}'
+    self.events.scalars(step, {f'val/{k}{suffix}': v for k, v in values.items()})
     self.events.flush()
-    self.val_csv.write({'epoch': epoch, 'step': step, **values})
+    self.val_csv.write({'epoch': epoch, 'step': step,
+                        **({} if member is None else {'member': member}), **values})
 
-  def sample_grid(self, epoch: int, step: int, lr, sr, hr) -> Optional[pathlib.Path]:
+  def sample_grid(self, epoch: int, step: int, lr, sr, hr,
+                  member: Optional[int] = None) -> Optional[pathlib.Path]:
     """Writes the LR | SR | HR grid of fixed validation patches ([-1, 1] inputs)."""
     if not self.enabled:
       return None
     grid = sample_grid(lr, sr, hr)
-    path = self.workdir / 'samples' / f'phase{self.phase}_epoch{epoch:03d}.png'
+    suffix = '' if member is None else f'_member{member}'
+    path = self.workdir / 'samples' / f'phase{self.phase}_epoch{epoch:03d}{suffix}.png'
     path.parent.mkdir(parents=True, exist_ok=True)
     image_io.write_image(path, grid)
-    self.events.image(step, 'samples/lr_sr_hr', grid)
+    self.events.image(step, f'samples/lr_sr_hr{suffix.replace("_", "/")}', grid)
     return path
 
   def plot(self) -> Optional[pathlib.Path]:
@@ -200,9 +206,14 @@ class StepMetrics:
       self._handle(*previous)
 
   def _handle(self, step: int, device_metrics) -> None:
-    values = {k: float(v) for k, v in parallel.to_host(device_metrics).items()}
+    values = {}
+    for k, v in parallel.to_host(device_metrics).items():
+      if np.ndim(v):  # A population's: one value per member.
+        values.update({f'{k}/member{i}': float(x) for i, x in enumerate(v)})
+      else:
+        values[k] = float(v)
     bad = {k: v for k, v in values.items()
-           if k in ('loss', 'd_loss') and not math.isfinite(v)}
+           if k.split('/')[0] in ('loss', 'd_loss') and not math.isfinite(v)}
     if bad:
       raise NonFiniteLoss(step, bad)
     self.window.append(values)
@@ -271,6 +282,8 @@ def plot_phase(workdir, phase: int) -> Optional[pathlib.Path]:
   train, val = read_csv(logdir / 'train.csv'), read_csv(logdir / 'val.csv')
   if not train:
     return None
+  if 'member' in val or 'loss/member0' in train:
+    return _plot_population(workdir, phase, train, val)
   loss_keys = [k for k in train if k not in ('step', 'psnr', 'ssim', 'steps_per_second')
                and 'learning_rate' not in k and not k.startswith(('d_', 'input_'))]
   panels = ['generator', 'validation', 'psnr', 'learning_rate']
@@ -303,6 +316,37 @@ def plot_phase(workdir, phase: int) -> Optional[pathlib.Path]:
     a.set_xlabel('step')
     if a.has_data():
       a.legend(fontsize=7)
+  return _save_plot(fig, workdir, phase)
+
+
+def _plot_population(workdir: pathlib.Path, phase: int, train, val) -> pathlib.Path:
+  """A population phase's curves: loss, validation loss, PSNR, learning rate per member."""
+  import matplotlib.pyplot as plt
+
+  count = len([k for k in train if k.startswith('loss/member')])
+  panels = (('loss', 'generator loss (train)', True), ('val_loss', 'validation loss', True),
+            ('psnr', 'PSNR (dB, train)', False), ('learning_rate', 'learning rate', False))
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4))
+  for a, (name, title, log_scale) in zip(axes, panels):
+    for k in range(count):
+      if name == 'val_loss':
+        rows = val.get('member', np.array([])) == k
+        if np.any(rows):
+          a.plot(val['step'][rows], val['loss'][rows], 'o-', label=f'member {k}')
+      elif f'{name}/member{k}' in train:
+        a.plot(train['step'], train[f'{name}/member{k}'], label=f'member {k}')
+    a.set_title(f'phase {phase}: {title}')
+    a.set_xlabel('step')
+    if log_scale and a.has_data():
+      a.set_yscale('log')
+    if a.has_data():
+      a.legend(fontsize=7)
+  return _save_plot(fig, workdir, phase)
+
+
+def _save_plot(fig, workdir: pathlib.Path, phase: int) -> pathlib.Path:
+  """Writes a phase's figure to plots/phase{N}.png and closes it."""
+  import matplotlib.pyplot as plt
   fig.subplots_adjust(left=0.04, right=0.99, bottom=0.15, top=0.9, wspace=0.25)
   path = workdir / 'plots' / f'phase{phase}.png'
   path.parent.mkdir(parents=True, exist_ok=True)

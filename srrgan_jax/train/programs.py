@@ -29,7 +29,7 @@ def traced_config_key(config: ml_collections.ConfigDict) -> str:
 
 def mesh_key(mesh) -> tuple:
   """A hashable identity of a mesh (equal meshes need not hash alike)."""
-  return tuple(d.id for d in mesh.devices.flat), tuple(mesh.axis_names)
+  return tuple(d.id for d in mesh.devices.flat), tuple(mesh.shape.items())
 
 
 def cached_program(key, build: Callable):

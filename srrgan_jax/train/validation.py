@@ -35,18 +35,41 @@ class ValidationSet:
 def validate(eval_step: Callable, params, val_set: ValidationSet, config,
              phase: int) -> tuple[dict[str, float], Optional[np.ndarray]]:
   """Mean validation metrics of `params` (+ 'loss'), and SR of the sample patches."""
+  totals, sample_sr = _totals(eval_step, params, val_set)
+  return _means(totals, config, phase), sample_sr
+
+
+def validate_population(eval_step: Callable, params, val_set: ValidationSet,
+                        member_configs, phase: int
+                        ) -> tuple[list[dict[str, float]], Optional[np.ndarray]]:
+  """`validate` of every member (params and `eval_step` with a leading member axis).
+
+  Each member's 'loss' weighs its terms with its own config's weights. The
+  sample SR has the member axis first.
+  """
+  totals, sample_sr = _totals(eval_step, params, val_set)
+  return [_means(jax.tree.map(lambda v, k=k: v[k], totals), member_config, phase)
+          for k, member_config in enumerate(member_configs)], sample_sr
+
+
+def _totals(eval_step: Callable, params, val_set: ValidationSet):
+  """(host sums of the validation metrics over all batches, SR of the sample patches)."""
   totals, sample_sr = None, None
   for i, batch in enumerate(val_set.batches):
     sums, sr = eval_step(params, batch)
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
     if i == 0 and val_set.num_samples:
-      sample_sr = parallel.gather_rows(sr)[:val_set.num_samples]
-  totals = parallel.to_host(totals)
+      sample_sr = parallel.gather_rows(sr)[..., :val_set.num_samples, :, :, :]
+  return parallel.to_host(totals), sample_sr
+
+
+def _means(totals, config, phase: int) -> dict[str, float]:
+  totals = dict(totals)
   count = float(totals.pop('count'))
   means = {k: float(v) / count for k, v in totals.items()}
   means['loss'] = float(steps.validation_loss(config, phase, means['pixel'],
                                               means.get('perceptual')))
-  return means, sample_sr
+  return means
 
 
 def bilinear_baseline(val_set: ValidationSet, scale: int) -> dict[str, float]:
