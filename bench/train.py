@@ -69,9 +69,10 @@ def parse_args():
   parser.add_argument('--population', type=int, default=0,
                       help='Time a population of P members (differing in gan_weight) '
                       'against P single-member steps on the same batch.')
-  parser.add_argument('--tiny', action='store_true',
-                      help='configs/tiny.py instead of the full-size model (to check '
-                      'that the script runs; not a speed measurement).')
+  parser.add_argument('--population_model', default='default',
+                      choices=['default', 'quickstart', 'tiny'],
+                      help='The config whose model --population times: the full-size '
+                      'reference, the CPU quickstart, or tiny (only checks that it runs).')
   args = parser.parse_args()
   seed_tf.check_arguments(parser, args, SEED_TF_SCRIPT)
   if args.quick:
@@ -248,15 +249,14 @@ def bench_population(args, phase, batch_size, vgg_params, mesh):
   """
   import jax
   import numpy as np
-  from configs import default
-  from configs import tiny
+  import importlib
   from srrgan_jax import parallel
   from srrgan_jax import population
   from srrgan_jax.train import state as state_lib
   from srrgan_jax.train import steps
 
   size = args.population
-  config = (tiny if args.tiny else default).get_config()
+  config = importlib.import_module(f'configs.{args.population_model}').get_config()
   config.data.batch_size = batch_size
   config.population.gan_weight = tuple(0.01 * (k + 1) for k in range(size))
   member_configs = [population.member_config(config, m) for m in population.members(config)]
@@ -288,7 +288,7 @@ def bench_population(args, phase, batch_size, vgg_params, mesh):
   device = jax.devices()[0]
   return {
       'bench': 'train_population', 'phase': phase, 'batch_size': batch_size,
-      'population': size, 'model': 'tiny' if args.tiny else 'default',
+      'population': size, 'model': args.population_model,
       'lr_patch': f'{lr_size}x{lr_size}',
       'population_s_per_step': round(population_s, 4),
       'single_s_per_step': round(singles_s / size, 4),

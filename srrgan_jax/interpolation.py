@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from srrgan_jax import errors
+from srrgan_jax import population
 from srrgan_jax import population_runs
 from srrgan_jax import run_dir
 
@@ -85,7 +86,7 @@ def find_endpoints(workdir, phase3_step: Optional[int] = None) -> Endpoints:
   """
   workdir = pathlib.Path(workdir)
   config = run_dir.read_config(workdir)  # Also names a missing or foreign directory.
-  if population_runs.holds_members(config, 2):
+  if population.holds_members(config, 2):
     raise InterpolationError(
         f'{workdir}: each member has its own phase-2 best (the population sweeps '
         'phase2_perceptual_weight); network interpolation of such runs is not '

@@ -126,6 +126,12 @@ def fork_phase(config: ml_collections.ConfigDict) -> Optional[int]:
   return min(FIRST_PHASE[name] for name in sweeps) if sweeps else None
 
 
+def holds_members(config: ml_collections.ConfigDict, phase: int) -> bool:
+  """True if `phase`'s checkpoints hold every member (a leading member axis on each leaf)."""
+  fork = fork_phase(config)
+  return fork is not None and phase >= fork
+
+
 def member_config(config: ml_collections.ConfigDict, member: Member
                   ) -> ml_collections.ConfigDict:
   """The single-run config of `member`: its values applied, no population."""

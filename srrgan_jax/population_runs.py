@@ -14,10 +14,8 @@ from __future__ import annotations
 import pathlib
 from typing import Any, Optional
 
-import jax
 import ml_collections
 
-from srrgan_jax import checkpoints
 from srrgan_jax import errors
 from srrgan_jax import population
 from srrgan_jax import run_dir
@@ -30,27 +28,6 @@ class MemberError(errors.UserError, ValueError):
 def phase_of(step_dir) -> int:
   """The phase of a checkpoint step directory (.../checkpoints/phaseN/STEP)."""
   return int(pathlib.Path(step_dir).parent.name[len('phase'):])
-
-
-def holds_members(config: ml_collections.ConfigDict, phase: int) -> bool:
-  """True if the phase's checkpoints hold every member (a leading member axis)."""
-  fork = population.fork_phase(config)
-  return fork is not None and phase >= fork
-
-
-def member_generator(step_dir, member: int, *, use_ema: bool = True,
-                     config: ml_collections.ConfigDict,
-                     remedy: str = run_dir.DEFAULT_REMEDY) -> Any:
-  """Member `member`'s generator params of a population checkpoint, checked against `config`."""
-  stacked = checkpoints.restore_generator(step_dir, use_ema=use_ema)
-  count = {leaf.shape[0] for leaf in jax.tree.leaves(stacked)}
-  if count != {population.size(config)}:
-    raise checkpoints.CheckpointError(
-        f'{step_dir}: expected generator weights of {population.size(config)} members '
-        f'(a leading member axis), found leading sizes {sorted(count)}. {remedy}')
-  params = jax.tree.map(lambda leaf: leaf[member], stacked)
-  run_dir.check_fits(config, step_dir, params=params, remedy=remedy)
-  return params
 
 
 def selected_member_steps(workdir) -> dict[int, int]:
@@ -92,7 +69,7 @@ def load_model(*, workdir: str = '', checkpoint: str = '', member: str = '',
   step_dir = run_dir.resolve(path, phase)
   saved = run_dir._step_config(step_dir)  # pylint: disable=protected-access
   config = run_dir.config_from_dict(saved)
-  if not holds_members(config, phase_of(step_dir)):
+  if not population.holds_members(config, phase_of(step_dir)):
     if member and population.size(config):
       raise MemberError(
           f'--member {member}: {step_dir} is a phase-{phase_of(step_dir)} checkpoint, '
@@ -106,5 +83,5 @@ def load_model(*, workdir: str = '', checkpoint: str = '', member: str = '',
     best = selected_member_steps(workdir).get(chosen.index)
     if best is not None:
       step_dir = run_dir.resolve(workdir, phase_of(step_dir), best)
-  return config, member_generator(step_dir, chosen.index, use_ema=use_ema, config=config,
-                                  remedy=remedy)
+  return run_dir.load_generator(step_dir, use_ema=use_ema, config=config, remedy=remedy,
+                                member=chosen.index)

@@ -362,9 +362,9 @@ def population_members(step_dir, saved_config: Optional[dict] = None) -> list[st
   """
   step_dir = pathlib.Path(step_dir)
   config = config_from_dict(saved_config or _step_config(step_dir))
-  fork = population.fork_phase(config)
   phase = step_dir.parent.name
-  if fork is None or not phase.startswith('phase') or int(phase[len('phase'):]) < fork:
+  if not (phase.startswith('phase') and
+          population.holds_members(config, int(phase[len('phase'):]))):
     return []
   return [m.name for m in population.members(config)]
 

@@ -48,10 +48,10 @@ def _trees_equal(a, b) -> bool:
 def test_member_weights_are_slices_of_the_stacked_checkpoint(population, tiny_run):
   config = run_dir.read_config(population)
   step, path = run_dir.list_checkpoints(population, 3)[-1]
-  member0 = population_runs.member_generator(path, 0, config=config)
+  _, member0 = run_dir.load_generator(path, member=0, config=config)
   _, original = run_dir.load_generator(tiny_run[0], phase=3, step=step)
   assert _trees_equal(member0, original)  # Member 0 is the unperturbed state.
-  member2 = population_runs.member_generator(path, 2, config=config, use_ema=False)
+  _, member2 = run_dir.load_generator(path, member=2, config=config, use_ema=False)
   _, original_raw = run_dir.load_generator(tiny_run[0], phase=3, step=step, use_ema=False)
   assert not _trees_equal(member2, original_raw)
   assert jax.tree.structure(member2) == jax.tree.structure(original_raw)
@@ -83,8 +83,8 @@ def test_one_row_per_member_with_its_weights(evaluated, population, env):
         k, f'gan_weight={gan_weight:g}', gan_weight)
     own = [e for e in report['ranking'] if e['member'] == k]
     assert (row['step'], row['lpips']) == (own[0]['step'], min(e['lpips'] for e in own))
-    params = population_runs.member_generator(
-        run_dir.resolve(population, 3, row['step']), k, config=config)
+    _, params = run_dir.load_generator(population, phase=3, step=row['step'], member=k,
+                                       config=config)
     sr = generator.apply({'params': params}, np.stack(test.lr), train=False)
     scores = direct_scores(sr, np.stack(test.hr), crop_border=2)
     for name in evaluation.METRIC_NAMES:
@@ -142,7 +142,7 @@ def test_infer_takes_the_selected_member_or_the_one_named(evaluated, population,
 
   def member_params(k):
     path = run_dir.resolve(population, 3, rows[f'member_{k}']['step'])
-    return population_runs.member_generator(path, k, config=config)
+    return run_dir.load_generator(path, member=k, config=config)[1]
 
   best = report['ranking'][0]['member']
   _, default = inference.load_model(workdir=str(population))
@@ -153,7 +153,7 @@ def test_infer_takes_the_selected_member_or_the_one_named(evaluated, population,
   # A phase-3 step directory: the member named, at that step.
   step, path = run_dir.list_checkpoints(population, 3)[0]
   _, by_path = inference.load_model(checkpoint=str(path), member='2')
-  assert _trees_equal(by_path, population_runs.member_generator(path, 2, config=config))
+  assert _trees_equal(by_path, run_dir.load_generator(path, member=2, config=config)[1])
 
   # Interpolation with a member: alpha 1 is that member's generator.
   _, blended = inference.load_model(workdir=str(population), member='0', interpolate=1.0)

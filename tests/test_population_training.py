@@ -81,7 +81,9 @@ def test_changing_loss_weights_or_learning_rates_does_not_recompile(vgg_params):
   state = state_lib.create_state(config, 2, 6, mesh)
   batch = parallel.global_batch(random_batch(config), mesh)
   key = parallel.put_replicated(state_lib.phase_key(config, 2), mesh)
-  for weight, gan_weight, g_learning_rate in ((1e-3, 0.05, 5e-5), (0.5, 0.5, 1e-4)):
+  compiled = []  # Compilations held by the program after each step.
+  for weight, gan_weight, g_learning_rate in ((1e-3, 0.05, 5e-5), (0.5, 0.5, 1e-4),
+                                              (2.0, 5.0, 1e-3)):
     changed = config.copy_and_resolve_references()
     changed.loss.phase2_perceptual_weight, changed.loss.gan_weight = weight, gan_weight
     changed.phase3.g_learning_rate = g_learning_rate
@@ -89,7 +91,10 @@ def test_changing_loss_weights_or_learning_rates_does_not_recompile(vgg_params):
     state, metrics = steps.compile_train_step(changed, 2, 6, mesh, vgg)(state, batch, key)
     assert float(metrics['perceptual_weighted']) == pytest.approx(
         weight * float(metrics['perceptual']), rel=1e-6)  # ...with the new value.
-  assert jitted._cache_size() == 1  # Compiled once.  pylint: disable=protected-access
+    compiled.append(jitted._cache_size())  # pylint: disable=protected-access
+  # Other tests of this process may have compiled the program before; new
+  # weights after the first step compile nothing.
+  assert compiled[0] >= 1 and compiled[1:] == [compiled[0]] * 2, compiled
   # A traced field does make a new program.
   changed.adam_eps = 1e-3
   assert steps.jit_train_step(changed, 2, 6, mesh) is not jitted

@@ -22,7 +22,6 @@ from typing import Callable
 from srrgan_jax import interpolation
 from srrgan_jax import perceptual
 from srrgan_jax import population
-from srrgan_jax import population_runs
 from srrgan_jax import run_dir
 from srrgan_jax.evaluation import plots
 from srrgan_jax.evaluation import report as report_lib
@@ -90,7 +89,7 @@ def evaluate_run(workdir, test_dir, *, out_dir=None, full_images: bool = False,
 
   for phase, key, label in ((1, 'phase1_best', 'U-Net (MAE), phase-1 best'),
                             (2, 'phase2_best', 'U-Net (Perceptual), phase-2 best')):
-    if population_runs.holds_members(config, phase):
+    if population.holds_members(config, phase):
       log(f'  (phase {phase}: one model per member; row "{label}" left out)')
       continue
     best = run_dir.best_checkpoint(workdir, phase)

@@ -20,7 +20,6 @@ import numpy as np
 
 from srrgan_jax import models
 from srrgan_jax import population
-from srrgan_jax import population_runs
 from srrgan_jax import run_dir
 from srrgan_jax import tiling
 from srrgan_jax.evaluation.scoring import MethodResult
@@ -55,13 +54,9 @@ class GeneratorRunner:
     remedy = (f'It does not belong to this run ("config" = {workdir}/'
               f'{run_dir.CONFIG_FILE}): move it out of the run directory, or '
               'evaluate it with the run directory it was trained in.')
-    if member is not None:
-      return population_runs.member_generator(
-          run_dir.resolve(workdir, phase, step), member, use_ema=self.protocol.use_ema,
-          config=self.config, remedy=remedy)
     _, params = run_dir.load_generator(
         workdir, phase=phase, step=step, use_ema=self.protocol.use_ema, config=self.config,
-        remedy=remedy)
+        remedy=remedy, member=member)
     return params
 
   def upscaler(self, params) -> Callable:
