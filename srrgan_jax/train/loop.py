@@ -553,8 +553,9 @@ def _input_advice(config) -> str:
   """What gives the training loader more throughput, with this run's values."""
   return (f'Give it more: raise data.num_workers (now {config.data.num_workers}; this '
           f'host has {os.cpu_count()} CPUs), cut more patches per decoded image with '
-          f'data.patches_per_image (now {config.data.patches_per_image}), or train on '
-          'prepared sub-images (srrgan-prepare-data) so each decode is small.')
+          f'data.patches_per_image (now {config.data.patches_per_image}), keep decoded '
+          f'images on disk with data.decoded_cache_gb (now {config.data.decoded_cache_gb}), '
+          'or train on prepared sub-images (srrgan-prepare-data) so each decode is small.')
 
 
 def _epoch_line(phase, epoch, val, plateau) -> str:
