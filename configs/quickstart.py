@@ -1,4 +1,4 @@
-"""CPU quickstart: the reference system shrunk to run all phases in ~5 min on 2 cores.
+"""CPU quickstart: the reference system shrunk to run all phases in ~5-6 min on 2 cores.
 
 Same losses, optimizers and block structure as `default.py`; half-width
 generator (4x fewer FLOPs, so 4x more steps fit in the same minutes), smaller
