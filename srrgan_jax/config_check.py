@@ -257,7 +257,8 @@ RULES: dict[str, Rule] = {
 }
 
 
-def _fail(field: str, value, allowed: str):
+def reject(field: str, value, allowed: str):
+  """Raises ConfigError: `field`=`value` is not valid, it must be `allowed`."""
   raise errors.ConfigError(f'config field {field}={value!r} is not valid: it must be '
                            f'{allowed}.')
 
@@ -298,26 +299,26 @@ def _check_consistency(c) -> None:
   """Rules between fields."""
   m = c.model
   if len(m.decoder_channels) != len(m.encoder_channels):
-    _fail('model.decoder_channels', tuple(m.decoder_channels),
+    reject('model.decoder_channels', tuple(m.decoder_channels),
           f'one entry per encoder stage ({len(m.encoder_channels)}, as '
           f'model.encoder_channels={tuple(m.encoder_channels)})')
   if len(c.disc.strides) != len(c.disc.channels):
-    _fail('disc.strides', tuple(c.disc.strides),
+    reject('disc.strides', tuple(c.disc.strides),
           f'one stride per entry of disc.channels ({len(c.disc.channels)})')
   multiple = c.scale * 2 ** len(m.encoder_channels)
   if c.data.patch_size % multiple:
-    _fail('data.patch_size', c.data.patch_size,
+    reject('data.patch_size', c.data.patch_size,
           f'a multiple of {multiple} (scale {c.scale} x 2 per encoder stage)')
   layers = _vgg19_layers()
   taps = tuple(c.loss.perceptual_layers)
   if not taps or any(t not in layers for t in taps):
-    _fail('loss.perceptual_layers', taps, f'a non-empty tuple of VGG19 layers: '
+    reject('loss.perceptual_layers', taps, f'a non-empty tuple of VGG19 layers: '
           f'{", ".join(layers)}')
   if len(c.loss.perceptual_layer_weights) != len(taps):
-    _fail('loss.perceptual_layer_weights', tuple(c.loss.perceptual_layer_weights),
+    reject('loss.perceptual_layer_weights', tuple(c.loss.perceptual_layer_weights),
           f'one weight per entry of loss.perceptual_layers ({len(taps)})')
   if c.inference.tile and c.inference.overlap >= c.inference.tile:
-    _fail('inference.overlap', c.inference.overlap,
+    reject('inference.overlap', c.inference.overlap,
           f'smaller than inference.tile ({c.inference.tile})')
 
 
@@ -335,7 +336,7 @@ def check_config(config, *, known_fields_only: bool = True) -> None:
     if name in values:
       problem = rule.check(values[name])
       if problem is not None:
-        _fail(name, values[name], problem)
+        reject(name, values[name], problem)
   try:
     _check_consistency(config)
     from srrgan_jax import population  # pylint: disable=import-outside-toplevel

@@ -20,6 +20,7 @@ from typing import Optional
 
 import ml_collections
 
+from srrgan_jax import config_check
 from srrgan_jax import errors
 
 # Population field -> the config field it sweeps, in the order members are enumerated.
@@ -97,8 +98,7 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 
 def _fail(name: str, value, allowed: str):
-  raise errors.ConfigError(f'config field population.{name}={value!r} is not valid: it '
-                           f'must be {allowed}.')
+  config_check.reject(f'population.{name}', value, allowed)
 
 
 def members(config: ml_collections.ConfigDict) -> list[Member]:
@@ -162,11 +162,10 @@ def select(config: ml_collections.ConfigDict, spec: str) -> Member:
                                f'{len(all_members) - 1} ({listing}).')
     return all_members[index]
   wanted = {}
-  short = {config_field.rsplit('.', 1)[-1]: config_field for config_field in SWEEPABLE.values()}
   for part in spec.split(','):
     name, sep, text = part.partition('=')
     name = name.strip()
-    field = short.get(name, name)
+    field = SWEEPABLE.get(name, name)
     try:
       if not sep or field not in SWEEPABLE.values():
         raise ValueError
@@ -182,10 +181,3 @@ def select(config: ml_collections.ConfigDict, spec: str) -> Member:
     found = 'no member has' if not matching else f'{len(matching)} members have'
     raise errors.ConfigError(f'--member {spec}: {found} these values; members: {listing}.')
   return matching[0]
-
-
-def check_devices(config: ml_collections.ConfigDict, num_devices: int) -> None:
-  """Raises ConfigError if the members cannot be spread over `num_devices` devices."""
-  devices = config.population.member_devices
-  if num_devices % devices:
-    _fail('member_devices', devices, f'a divisor of the number of devices ({num_devices})')

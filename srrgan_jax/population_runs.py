@@ -11,7 +11,6 @@ default to the selected one.
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any, Optional
 
 import ml_collections
@@ -23,11 +22,6 @@ from srrgan_jax import run_dir
 
 class MemberError(errors.UserError, ValueError):
   """A member was asked of a run or checkpoint that has none, or none was selected."""
-
-
-def phase_of(step_dir) -> int:
-  """The phase of a checkpoint step directory (.../checkpoints/phaseN/STEP)."""
-  return int(pathlib.Path(step_dir).parent.name[len('phase'):])
 
 
 def selected_member_steps(workdir) -> dict[int, int]:
@@ -69,19 +63,20 @@ def load_model(*, workdir: str = '', checkpoint: str = '', member: str = '',
   step_dir = run_dir.resolve(path, phase)
   saved = run_dir._step_config(step_dir)  # pylint: disable=protected-access
   config = run_dir.config_from_dict(saved)
-  if not population.holds_members(config, phase_of(step_dir)):
+  phase = run_dir.phase_of(step_dir)
+  if not population.holds_members(config, phase):
     if member and population.size(config):
       raise MemberError(
-          f'--member {member}: {step_dir} is a phase-{phase_of(step_dir)} checkpoint, '
-          f'which all members share (they differ from phase '
-          f'{population.fork_phase(config)} on); leave --member out.')
+          f'--member {member}: {step_dir} is a phase-{phase} checkpoint, which all members '
+          f'share (they differ from phase {population.fork_phase(config)} on); leave '
+          '--member out.')
     if member:
       population.select(config, member)  # Names the single run.
     return run_dir.load_generator(step_dir, use_ema=use_ema, remedy=remedy)
   chosen = choose_member(config, member, workdir)
-  if workdir and phase_of(step_dir) == 3:  # The member's LPIPS-best, once evaluated.
+  if workdir and phase == 3:  # The member's LPIPS-best, once evaluated.
     best = selected_member_steps(workdir).get(chosen.index)
     if best is not None:
-      step_dir = run_dir.resolve(workdir, phase_of(step_dir), best)
+      step_dir = run_dir.resolve(workdir, phase, best)
   return run_dir.load_generator(step_dir, use_ema=use_ema, config=config, remedy=remedy,
                                 member=chosen.index)

@@ -177,6 +177,12 @@ def write_selected(workdir, phase: int, step: int, info: Optional[dict] = None,
 # Finding checkpoints.
 
 
+def phase_of(step_dir) -> Optional[int]:
+  """The phase of a step directory `.../checkpoints/phaseN/STEP`, or None elsewhere."""
+  name = pathlib.Path(step_dir).parent.name
+  return int(name[len('phase'):]) if name.startswith('phase') else None
+
+
 def phase_dir(workdir, phase: int) -> pathlib.Path:
   return pathlib.Path(workdir) / 'checkpoints' / f'phase{phase}'
 
@@ -362,9 +368,8 @@ def population_members(step_dir, saved_config: Optional[dict] = None) -> list[st
   """
   step_dir = pathlib.Path(step_dir)
   config = config_from_dict(saved_config or _step_config(step_dir))
-  phase = step_dir.parent.name
-  if not (phase.startswith('phase') and
-          population.holds_members(config, int(phase[len('phase'):]))):
+  phase = phase_of(step_dir)
+  if phase is None or not population.holds_members(config, phase):
     return []
   return [m.name for m in population.members(config)]
 

@@ -122,15 +122,6 @@ def test_a_swept_phase_must_run():
     population.check(config)
 
 
-def test_members_must_fit_the_devices():
-  config = _config(gan_weight=(0.1, 0.2))
-  config.population.member_devices = 2
-  population.check_devices(config, 4)
-  with pytest.raises(errors.ConfigError, match='member_devices=2 .* a divisor of the number '
-                     'of devices \\(3\\)'):
-    population.check_devices(config, 3)
-
-
 def _train(*args):
   return subprocess.run(
       [sys.executable, str(REPO / 'train.py'), f'--config={REPO / "configs" / "tiny.py"}',
