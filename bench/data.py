@@ -21,8 +21,9 @@ default one-pass model (rows say which).
   python bench/data.py --degradation realesrgan --patches_per_image 4
 
 `--stages` instead prints, per patch, the CPU milliseconds of each stage of
-the in-process pipeline on one core (decode, or reading the decoded-image
-cache, shared by `patches_per_image` patches; the sample's two seeded random
+the in-process pipeline on one core (decode, as the loader does it: of an
+8-bit PNG only the top rows the crops need; or reading the decoded-image
+cache; shared by `patches_per_image` patches; the sample's two seeded random
 generators; crop/flip/rot; to float (float images only: colour jitter scales
 8/16-bit patches itself); colour jitter; each degradation step; the batch
 rows: LR to [-1, 1] and HR rounded to uint8, written into the shared memory a
@@ -52,6 +53,7 @@ from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-
 from srrgan_jax import augment  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import degradation  # pylint: disable=g-import-not-at-top,wrong-import-position
+from srrgan_jax import image_io  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import sample_photos  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import subimages  # pylint: disable=g-import-not-at-top,wrong-import-position
 from srrgan_jax import training_degradation  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -165,13 +167,13 @@ class StageClock:
 
 
 def staged_sample(clock, pixels, sample_index, *, seed, patch_size, scale, augment_cfg,
-                  degradation_cfg):
+                  degradation_cfg, height=None):
   """`data.training_sample` split into timed stages (same calls, same random draws)."""
   # pylint: disable=protected-access
   words = [seed % 2**64, sample_index]
   rng = clock.run('rng_setup', np.random.default_rng, words + [data._AUGMENT_STREAM])
   patch = clock.run('crop_flip_rot', augment.random_geometry, pixels, patch_size, rng,
-                    augment_cfg)
+                    augment_cfg, height=height)
   hr = clock.run('to_float', data.jitter_input, patch)
   hr = clock.run('colour_jitter', augment.colour_jitter, hr, rng, augment_cfg)
   rng = clock.run('rng_setup', np.random.default_rng, words + [data._DEGRADE_STREAM])
@@ -215,6 +217,12 @@ def _hand_over(batch):
   del received  # Unlinks the shared memory.
 
 
+def _decode_top_rows(path, rows, height):
+  """The image's top `rows` rows where they decode alone, else the whole image."""
+  pixels = image_io.decode_png_top_rows(path, rows, height) if rows < height else None
+  return data.decode_pixels(path) if pixels is None else pixels
+
+
 def stage_costs(config, train_dir, patches, cache=None):
   """{stage: CPU ms per patch} of `patches` in-process patches, on one OpenCV thread.
 
@@ -230,13 +238,17 @@ def stage_costs(config, train_dir, patches, cache=None):
   batch = pixels = None
   for index in range(patches):
     if index % per_image == 0:
-      path = scan.paths[(index // per_image) % len(scan.paths)]
-      if cache is None:
-        pixels = clock.run('decode', data.decode_pixels, path)
+      record = (index // per_image) % len(scan.paths)
+      path, height = scan.paths[record], scan.heights[record]
+      if cache is None:  # As the loader does: only the rows the record's crops need.
+        rows = max(data.crop_bottom(height, i, seed=seed, patch_size=size)
+                   for i in range(index, index + per_image))
+        pixels = clock.run('decode', _decode_top_rows, path, rows, height)
       else:
         pixels = clock.run('read_decoded_cache', cache.load, path, data.decode_pixels)
     kwargs = dict(seed=seed, patch_size=size, scale=scale, augment_cfg=augment_cfg,
-                  degradation_cfg=degradation_cfg)
+                  degradation_cfg=degradation_cfg,
+                  height=height if pixels.shape[0] < height else None)
     hr, lr = staged_sample(clock, pixels, index, **kwargs)
     if index == 0:  # The stages are the pipeline: same pixels, bit for bit.
       want_hr, want_lr = data.training_sample(pixels, index, **kwargs)

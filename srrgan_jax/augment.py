@@ -29,13 +29,26 @@ def center_crop(img: np.ndarray, size: int, name: str = 'image') -> np.ndarray:
   return img[top:top + size, left:left + size]
 
 
+def random_top(height: int, size: int, rng: np.random.Generator) -> int:
+  """The first row of a random size-row crop: `random_geometry`'s first draw from `rng`."""
+  return int(rng.integers(0, height - size + 1))
+
+
 def random_geometry(img: np.ndarray, size: int, rng: np.random.Generator, cfg, *,
-                    return_params: bool = False):
-  """Random size x size crop, then h/v flips and rot90 as enabled in `cfg` (config.augment)."""
-  height, width = img.shape[:2]
+                    height: int | None = None, return_params: bool = False):
+  """Random size x size crop, then h/v flips and rot90 as enabled in `cfg` (config.augment).
+
+  `height`: the whole image's height when `img` holds only its top rows (enough
+  for the crop `random_top` draws: the same crop as from the whole image).
+  """
+  height = img.shape[0] if height is None else height
+  width = img.shape[1]
   if height < size or width < size:
     raise ValueError(f'A {width}x{height} image is smaller than the {size}x{size} patch.')
-  top = int(rng.integers(0, height - size + 1))
+  top = random_top(height, size, rng)
+  if top + size > img.shape[0]:
+    raise ValueError(f'The crop needs rows {top}..{top + size - 1}; only the top '
+                     f'{img.shape[0]} rows were decoded.')
   left = int(rng.integers(0, width - size + 1))
   patch = img[top:top + size, left:left + size]
   hflip = bool(cfg.hflip and rng.random() < 0.5)

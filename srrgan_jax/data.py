@@ -20,8 +20,11 @@ the 8-bit rounding of the float patch (at most 0.5/255 from it; the train step
 maps it to [-1, 1] on the devices), a quarter of the float32 bytes to copy
 between processes and to the accelerators. Worker processes build their
 batches directly in shared memory, which Grain then hands to the trainer by
-name. With `data.decoded_cache_gb` > 0 the decoded images are kept on disk and
-memory-mapped in later epochs (`decoded_cache`).
+name. Of an 8-bit PNG only the top rows that the batch's crops of it need are
+decoded (PNG rows are compressed in order; the crop rows are drawn from the
+header's height before decoding, so the samples are the same as from the
+whole image). With `data.decoded_cache_gb` > 0 the decoded images are kept on
+disk and memory-mapped in later epochs (`decoded_cache`).
 
 Evaluation sets live in `eval_sets`, the built-in sample photos in
 `sample_photos`, the sub-image preparation in `subimages`.
@@ -84,6 +87,7 @@ class ImageScan:
   folder: str
   paths: tuple[str, ...]
   skipped: tuple[tuple[str, str], ...]  # (path, why)
+  heights: tuple[int, ...]  # Of `paths`, upright, from the headers.
 
 
 @functools.lru_cache(maxsize=8)
@@ -93,7 +97,7 @@ def scan_training_images(folder: str, patch_size: int) -> ImageScan:
   Reads headers only, so truncated files pass here; the loader reports and
   replaces those when decoding fails. Logs every skipped file and the counts.
   """
-  usable, skipped = [], []
+  usable, heights, skipped = [], [], []
   for path in image_io.list_images(folder):  # Raises naming a missing/empty folder.
     try:
       height, width = image_io.image_size(path)
@@ -106,6 +110,7 @@ def scan_training_images(folder: str, patch_size: int) -> ImageScan:
                       'lower data.patch_size.'))
       continue
     usable.append(str(path))
+    heights.append(height)
   for _, why in skipped:
     logging.warning('Skipping training image: %s', why)
   logging.info('Training images in %s: %d used, %d skipped.', folder, len(usable),
@@ -113,7 +118,7 @@ def scan_training_images(folder: str, patch_size: int) -> ImageScan:
   if not usable:
     raise TrainingDataError(f'{folder}: none of its {len(skipped)} images is usable for '
                      f'{patch_size}px training patches (see the warnings above).')
-  return ImageScan(str(folder), tuple(usable), tuple(skipped))
+  return ImageScan(str(folder), tuple(usable), tuple(skipped), tuple(heights))
 
 
 def decode_pixels(path: str) -> np.ndarray:
@@ -126,9 +131,8 @@ def decode_pixels(path: str) -> np.ndarray:
   return image_io.decode_raw(path, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH)
 
 
-@functools.lru_cache(maxsize=2)
 def _pixels_of(path: str, cache: Optional[decoded_cache.DecodedCache]) -> np.ndarray:
-  # Consecutive batches often cut from the same image (patches_per_image).
+  """The whole decoded image, from the decoded-image cache when there is one."""
   pixels = decode_pixels(path) if cache is None else cache.load(path, decode_pixels)
   pixels.flags.writeable = False
   return pixels
@@ -152,17 +156,27 @@ def _plain(config_block) -> Any:
   return argparse.Namespace(**config_block.to_dict())
 
 
+def _augment_rng(seed: int, sample_index: int) -> np.random.Generator:
+  return np.random.default_rng([seed % 2**64, sample_index, _AUGMENT_STREAM])
+
+
+def crop_bottom(height: int, sample_index: int, *, seed: int, patch_size: int) -> int:
+  """How many top rows of a `height`-row image sample `sample_index`'s crop needs."""
+  return augment.random_top(height, patch_size, _augment_rng(seed, sample_index)) + patch_size
+
+
 def training_sample(pixels: np.ndarray, sample_index: int, *, seed: int,
                     patch_size: int, scale: int, augment_cfg, degradation_cfg,
-                    return_params: bool = False):
+                    height: Optional[int] = None, return_params: bool = False):
   """HR patch and its LR, float32 in [0, 1], for global sample `sample_index`.
 
-  `pixels` is the decoded image (`decode_pixels`) of the sample's record.
+  `pixels` is the decoded image (`decode_pixels`) of the sample's record, or
+  its top `crop_bottom(height, ...)` rows or more, with `height` its full height.
   """
   words = [seed % 2**64, sample_index]
-  rng = np.random.default_rng(words + [_AUGMENT_STREAM])
+  rng = _augment_rng(seed, sample_index)
   patch, geometry = augment.random_geometry(pixels, patch_size, rng, augment_cfg,
-                                            return_params=True)
+                                            height=height, return_params=True)
   hr, colour = augment.colour_jitter(jitter_input(patch), rng, augment_cfg,
                                      return_params=True)
   hr, lr, degrade = training_degradation.degrade_training(
@@ -222,26 +236,67 @@ class _PatchRefs(grain.MapDataset):
 class _LoadBatch(grain.transforms.Map):
   """[(path, sample index)] -> {'lr': float32 in [-1, 1], 'hr': uint8} batches."""
 
-  def __init__(self, config, paths: Sequence[str]):
+  def __init__(self, config, paths: Sequence[str], heights: Sequence[int] = ()):
     self._seed = int(config.seed)
     self._patch = int(config.data.patch_size)
     self._scale = int(config.scale)
     self._augment = _plain(config.augment)
     self._degradation = training_degradation.plain_config(config.degradation)
     self._paths = tuple(paths)
+    self._heights = dict(zip(paths, heights))
     self._cache = make_decoded_cache(config)
+    # The last two images decoded, as `_top_rows` returns them: consecutive
+    # batches often cut from the same image (patches_per_image).
+    self._recent: dict[str, tuple[np.ndarray, Optional[int]]] = {}
 
-  def _decode_or_replace(self, path: str) -> np.ndarray:
-    """Decodes `path`; if that fails, reports it and uses the next file that works."""
+  def _rows_needed(self, refs) -> dict[str, int]:
+    """{path: rows from the top that the batch's crops of it need} for images of known height."""
+    rows = {}
+    for path, sample_index in refs:
+      if path in self._heights:
+        bottom = crop_bottom(self._heights[path], sample_index, seed=self._seed,
+                             patch_size=self._patch)
+        rows[path] = max(rows.get(path, 0), bottom)
+    return rows
+
+  def _top_rows(self, path: str, rows: Optional[int]) -> tuple[np.ndarray, Optional[int]]:
+    """(pixels, the full height if `pixels` holds only the top rows, else None) of `path`.
+
+    Decodes only the top `rows` rows where the file allows it (8-bit PNGs, no
+    decoded-image cache): a crop near the top of a tall photo then costs a
+    fraction of a whole decode. Raises ImageReadError as `_pixels_of` does.
+    """
+    if path in self._recent:
+      pixels, partial_height = self._recent[path]
+      if partial_height is None or (rows is not None and pixels.shape[0] >= rows):
+        return pixels, partial_height
+    height = self._heights.get(path)
+    pixels = None
+    if self._cache is None and rows is not None and height is not None and rows < height:
+      pixels = image_io.decode_png_top_rows(path, rows, height)
+    if pixels is None:
+      decoded = _pixels_of(path, self._cache), None
+    else:
+      pixels.flags.writeable = False
+      decoded = pixels, height
+    self._recent.pop(path, None)
+    self._recent[path] = decoded
+    while len(self._recent) > 2:
+      del self._recent[next(iter(self._recent))]  # The oldest.
+    return decoded
+
+  def _decode_or_replace(self, path: str,
+                         rows: Optional[int] = None) -> tuple[np.ndarray, Optional[int]]:
+    """`_top_rows` of `path`; if it fails, reports it and uses the next file that works (whole)."""
     try:
-      return _pixels_of(path, self._cache)
+      return self._top_rows(path, rows)
     except image_io.ImageReadError as e:
       logging.warning('Training image failed to decode (using the next one): %s', e)
     start = self._paths.index(path)
     for offset in range(1, len(self._paths)):
       candidate = self._paths[(start + offset) % len(self._paths)]
       try:
-        return _pixels_of(candidate, self._cache)
+        return _pixels_of(candidate, self._cache), None
       except image_io.ImageReadError as e:
         logging.warning('Training image failed to decode: %s', e)
     raise image_io.ImageReadError('None of the training images decodes; see the '
@@ -253,11 +308,12 @@ class _LoadBatch(grain.transforms.Map):
     # Plain views to write through: OpenCV then fills the rows in place.
     hr_out, lr_out = batch['hr'].view(np.ndarray), batch['lr'].view(np.ndarray)
     try:
+      rows = self._rows_needed(refs)
       for i, (path, sample_index) in enumerate(refs):
+        pixels, height = self._decode_or_replace(path, rows.get(path))
         hr, lr = training_sample(
-            self._decode_or_replace(path), sample_index, seed=self._seed,
-            patch_size=size, scale=self._scale, augment_cfg=self._augment,
-            degradation_cfg=self._degradation)
+            pixels, sample_index, seed=self._seed, patch_size=size, scale=self._scale,
+            augment_cfg=self._augment, degradation_cfg=self._degradation, height=height)
         hr_to_uint8(hr, out=hr_out[i])
         cv2.addWeighted(lr, 2.0, lr, 0.0, -1.0, dst=lr_out[i])  # To [-1, 1] in one pass.
     except BaseException:
@@ -328,7 +384,7 @@ def train_dataset(config, *, process_index: int = 0, process_count: int = 1,
   batches = _PatchRefs(records, int(config.data.patches_per_image), host_batch,
                        process_index, process_count)
   batches = batches.batch(host_batch, drop_remainder=True, batch_fn=list)
-  batches = batches.map(_LoadBatch(config, paths))
+  batches = batches.map(_LoadBatch(config, paths, scan.heights))
   workers = int(config.data.num_workers)
   buffer = max(1, int(config.data.prefetch_buffer_size))
   threads = int(config.data.num_threads) if workers == 0 else 0

@@ -187,6 +187,45 @@ def decode_raw(path: str | os.PathLike, flags: int = cv2.IMREAD_UNCHANGED) -> np
   return _decode(str(path), flags)[0]
 
 
+# Pillow's raw modes of the 8-bit PNGs it can stop decoding after any row:
+# gray, gray + alpha, RGB, RGBA (16-bit and palette images have other raw modes).
+_TOP_ROWS_RAW_MODES = ('L', 'LA', 'RGB', 'RGBA')
+
+
+def decode_png_top_rows(path: str | os.PathLike, rows: int,
+                        height: int) -> Optional[np.ndarray]:
+  """The top `rows` rows of an 8-bit PNG `height` rows tall, as RGB uint8, or None.
+
+  Equal to `decode_raw(path, cv2.IMREAD_COLOR_RGB)[:rows]` (gray replicated,
+  alpha dropped) while inflating only the compressed rows up to `rows`: PNG
+  rows are compressed in order, so a training crop near the top costs a
+  fraction of a whole decode. None (decode it whole instead) for anything else:
+  another format, 16-bit or palette pixels, interlacing, an EXIF rotation, a
+  height other than `height` (the file changed), or a file Pillow cannot read.
+  Damage below `rows` goes unnoticed, as it does not touch these pixels.
+  """
+  try:
+    with PIL.Image.open(path) as img:
+      tile = img.tile[0] if len(img.tile) == 1 else None
+      width = img.size[0]
+      if (img.format != 'PNG' or img.size[1] != height or not 0 < rows <= height
+          or tile is None or tile[0] != 'zip' or tile[3] not in _TOP_ROWS_RAW_MODES
+          or img.info.get('interlace') or _orientation(img) != 1):
+        return None
+      extents = (0, 0, width, rows)
+      img.tile = [tile._replace(extents=extents) if hasattr(tile, '_replace')
+                  else (tile[0], extents) + tuple(tile[2:])]
+      img.load()  # Stops once the (shortened) tile is full.
+      pixels = np.asarray(img.crop(extents))
+  except Exception:  # pylint: disable=broad-except  # Decode it whole, which names errors.
+    return None
+  if pixels.ndim == 2:
+    return np.repeat(pixels[:, :, None], 3, axis=2)
+  if pixels.shape[2] == 2:  # Gray + alpha.
+    return np.repeat(pixels[:, :, :1], 3, axis=2)
+  return np.ascontiguousarray(pixels[:, :, :3])
+
+
 def read_image(path: str | os.PathLike) -> LoadedImage:
   """Decodes an image file; raises ImageReadError naming the file on failure."""
   path = str(path)

@@ -243,3 +243,33 @@ def test_scan_skips_an_image_too_large_for_opencv(tmp_path, caplog):
   scan = data.scan_training_images(str(tmp_path), 32)
   assert scan.paths == (str(tmp_path / 'a.png'),)
   assert 'huge.png: too large to decode' in dict(scan.skipped)[str(tmp_path / 'huge.png')]
+
+
+def test_loader_decodes_only_the_rows_its_crops_need_with_the_same_samples(
+    photo_folder, monkeypatch):
+  c = tiny_config(batch_size=6, patches_per_image=2)
+  scan = data.scan_training_images(str(photo_folder), 32)
+  refs = [(path, index) for index, path in enumerate(scan.paths * 2)][:12]
+  whole = data._LoadBatch(c, scan.paths).map(refs)  # pylint: disable=protected-access
+  decoded_rows = []
+  top_rows = image_io.decode_png_top_rows
+
+  def spy(path, rows, height):
+    pixels = top_rows(path, rows, height)
+    decoded_rows.append((str(path).split('photos/')[1], rows, height, pixels is not None))
+    return pixels
+
+  monkeypatch.setattr(image_io, 'decode_png_top_rows', spy)
+  loader = data._LoadBatch(c, scan.paths, scan.heights)  # pylint: disable=protected-access
+  partial = loader.map(refs)
+  np.testing.assert_array_equal(partial['hr'], whole['hr'])
+  np.testing.assert_array_equal(partial['lr'], whole['lr'])
+  # 8-bit PNGs (RGB, gray, RGBA) were cut short; 16-bit, JPEG and WebP decoded whole.
+  cut = {name for name, rows, height, done in decoded_rows if done and rows < height}
+  assert cut and cut <= {'alpha.png', 'gray.png', 'rgb8.png'}
+  assert {name for name, *_, done in decoded_rows if not done} <= {
+      'rgb16.png', 'nested/photo.jpg', 'nested/photo.webp'}
+  for path, index in refs:  # Each crop lay within the rows decoded for it.
+    height = dict(zip(scan.paths, scan.heights))[path]
+    bottom = data.crop_bottom(height, index, seed=c.seed, patch_size=32)
+    assert 32 <= bottom <= height

@@ -203,3 +203,31 @@ def test_failed_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, mon
     image_io.write_image(target, 1 - _gradient())
   assert target.read_bytes() == before
   assert sorted(p.name for p in tmp_path.iterdir()) == ['out.png']
+
+
+def test_top_rows_of_a_png_equal_the_whole_decode_or_none(tmp_path):
+  """Training decodes only the rows its crops need; same pixels, or None to decode it whole."""
+  from srrgan_jax import data
+  rgb = _gradient(12, 7)
+  kinds = {'rgb.png': dict(), 'gray.png': dict(grayscale=True),
+           'rgba.png': dict(alpha=np.full((12, 7), 0.5, np.float32)),
+           'gray_alpha.png': dict(grayscale=True, alpha=np.full((12, 7), 0.25, np.float32))}
+  for name, options in kinds.items():
+    image_io.write_image(tmp_path / name, rgb, **options)
+    whole = data.decode_pixels(str(tmp_path / name))
+    for rows in (1, 5, 12):
+      top = image_io.decode_png_top_rows(tmp_path / name, rows, 12)
+      np.testing.assert_array_equal(top, whole[:rows], err_msg=f'{name} {rows}')
+      assert top.dtype == np.uint8 and top.flags.c_contiguous
+  palette = tmp_path / 'palette.png'
+  PIL.Image.fromarray(np.round(rgb * 255).astype(np.uint8)).convert('P').save(palette)
+  image_io.write_image(tmp_path / 'deep.png', rgb, bit_depth=16)
+  image_io.write_image(tmp_path / 'photo.jpg', rgb)
+  _photo_with_orientation(tmp_path / 'turned.png', np.round(rgb * 255).astype(np.uint8), 6)
+  for name in ('palette.png', 'deep.png', 'photo.jpg', 'turned.png'):
+    assert image_io.decode_png_top_rows(tmp_path / name, 5, 12) is None, name
+  assert image_io.decode_png_top_rows(tmp_path / 'rgb.png', 5, 13) is None  # Changed height.
+  assert image_io.decode_png_top_rows(tmp_path / 'rgb.png', 0, 12) is None
+  assert image_io.decode_png_top_rows(huge_header_png(tmp_path / 'huge.png'), 5, 12) is None
+  (tmp_path / 'cut.png').write_bytes((tmp_path / 'rgb.png').read_bytes()[:60])
+  assert image_io.decode_png_top_rows(tmp_path / 'cut.png', 12, 12) is None

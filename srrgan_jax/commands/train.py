@@ -42,8 +42,13 @@ def main(argv):
   try:
     loop.run(_CONFIG.value, _WORKDIR.value)
   except KeyboardInterrupt:
-    print(interrupted_message(_WORKDIR.value), file=sys.stderr)
-    sys.exit(130)  # 128 + SIGINT, as shells report it.
+    print(interrupted_message(_WORKDIR.value), file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # Saves have finished and the loader is closed (loop.run's cleanup); what
+    # is left is the interpreter's teardown, which with XLA's and Orbax's
+    # threads still alive crashed now and then (SIGSEGV, or a traceback from an
+    # Orbax thread) on a loaded machine. 130 = 128 + SIGINT, as shells report it.
+    os._exit(130)  # pylint: disable=protected-access
 
 
 def _choose_convolutions(config) -> None:

@@ -213,8 +213,12 @@ class PhaseRun:
       self.monitor.plot()
       return self._hand_on(step)
     finally:
-      with self._space_errors():  # Async saves complete before anything exits.
-        self.manager.wait_until_finished()
+      with self._space_errors():  # Async saves complete before anything exits,
+        try:
+          self.manager.wait_until_finished()
+        except KeyboardInterrupt:  # also when Ctrl-C lands in this wait (a second
+          self.manager.wait_until_finished()  # one exits at once: commands/train.py).
+          raise
       if self.iterator is not None and hasattr(self.iterator, 'close'):
         self.iterator.close()
       self.manager.close()
