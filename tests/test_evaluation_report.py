@@ -1,10 +1,13 @@
-"""The LPIPS ranking's order and kept outputs, and the report files built from it."""
+"""The LPIPS ranking's order and kept outputs, and the report files and figures built from it."""
 
 import json
 import types
 
 import numpy as np
 
+from srrgan_jax import population
+from srrgan_jax.evaluation import comparison
+from srrgan_jax.evaluation import plots
 from srrgan_jax.evaluation import ranking
 from srrgan_jax.evaluation import report
 from srrgan_jax.evaluation import scoring
@@ -90,3 +93,24 @@ def test_non_dominated_keeps_the_perception_distortion_frontier():
              entry(4, 0.20, 23.0),  # Same LPIPS as 2, lower PSNR: dominated.
              entry(5, 0.35, 26.0), entry(6, 0.40, 25.5)]  # 6 < 5.
   assert [e.step for e in ranking.non_dominated(entries)] == [2, 1, 5]
+
+
+def test_comparison_titles_show_whole_member_names_wrapped():
+  members = [population.Member(k, {'loss.gan_weight': w, 'loss.pixel_weight': 2.0})
+             for k, w in enumerate((0.01, 0.1))]
+  sr = np.zeros((8, 8, 3), np.float32)
+  ranked = [ranking.RankedCheckpoint(1, 6, 'p/6', _result(0.2, {0: sr}), member=1),
+            ranking.RankedCheckpoint(2, 6, 'p/6', _result(0.3, {0: sr}), member=0)]
+  rows = [report.Row('phase2_best', 'U-Net (Perceptual), phase-2 best', 'p2/4', 4,
+                     _result(0.4, {0: sr}), title='U-Net (Perceptual)'),
+          *comparison._member_rows(ranked, members)]  # pylint: disable=protected-access
+  assert [r.label for r in rows[1:]] == [
+      'Member 0: gan_weight=0.01,pixel_weight=2',
+      'Member 1: gan_weight=0.1,pixel_weight=2, LPIPS-selected']
+  figure = plots.comparison_figure(_test_set(), rows, [0])
+  titles = [ax.get_title() for ax in figure.axes[:len(rows) + 2]]
+  # Every swept value, broken after a comma; the table's 'LPIPS-selected' is not a name.
+  assert titles == ['LR input', 'U-Net (Perceptual)', 'Member 0: gan_weight=0.01,\npixel_weight=2',
+                    'Member 1: gan_weight=0.1,\npixel_weight=2', 'HR ground truth']
+  assert plots.wrap_title('Member 12: gan_weight=0.01,perceptual_weight=0.05,pixel_weight=20') == (
+      'Member 12: gan_weight=0.01,\nperceptual_weight=0.05,\npixel_weight=20')

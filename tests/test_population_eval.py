@@ -1,12 +1,15 @@
-"""Population runs in eval.py and infer.py: (member, checkpoint) ranking, member rows,
-the frontier, selected.json's member, --member selection, and the clear errors.
+"""Population runs in eval.py, infer.py and srrgan-export: (member, checkpoint) ranking,
+member rows, the frontier, selected.json's member, --member selection, and the clear errors.
 
 The population run is the shared tiny run with its phase-3 checkpoints stacked
 into three `gan_weight` members (population_run.py).
 """
 
 import json
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -16,6 +19,7 @@ import fake_run
 import population_run
 from srrgan_jax import errors
 from srrgan_jax import evaluation
+from srrgan_jax import export
 from srrgan_jax import image_io
 from srrgan_jax import inference
 from srrgan_jax import models
@@ -25,6 +29,8 @@ from srrgan_jax import run_dir
 from evaluation_data import ATOL
 from evaluation_data import direct_scores
 from evaluation_data import env  # pylint: disable=unused-import  (a fixture)
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope='module')
@@ -190,6 +196,43 @@ def test_member_errors_are_clear(population, tmp_path):
   (unevaluated / run_dir.SELECTED_FILE).unlink(missing_ok=True)
   with pytest.raises(population_runs.MemberError, match='unevaluated: a population'):
     inference.load_model(workdir=str(unevaluated))
+
+
+def _export_cli(*args):
+  return subprocess.run([sys.executable, '-m', 'srrgan_jax.commands.export', *args],
+                        capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def test_export_takes_the_member_infer_takes(evaluated, population, tmp_path):
+  best = evaluated[0]['ranking'][0]['member']
+  spec = f'gan_weight={population_run.GAN_WEIGHTS[(best + 1) % 3]:g}'  # Not the default.
+  path = tmp_path / 'member.shlo'
+  result = _export_cli('--workdir', str(population), '--member', spec, '--format',
+                       'stablehlo', '-o', str(path))
+  assert result.returncode == 0, result.stderr
+  images = np.random.default_rng(0).random((1, 3, 16, 24), dtype=np.float32)
+  got = np.asarray(jax.export.deserialize(path.read_bytes()).call(images))
+  config, params = inference.load_model(workdir=str(population), member=spec)  # infer.py's.
+  np.testing.assert_allclose(got, jax.jit(export.upscale_function(config, params))(images),
+                             atol=1e-6)
+  assert not _trees_equal(params, inference.load_model(workdir=str(population))[1])
+
+
+@pytest.mark.parametrize('case', ['unknown member', 'single run', 'shared phase'])
+def test_export_member_errors_are_infers_one_line(population, tmp_path, case):
+  single = tmp_path / 'single'
+  args, message = {
+      'unknown member': (['--workdir', str(population), '--member', 'gan_weight=0.2'],
+                         '--member gan_weight=0.2: no member has'),
+      'single run': (['--workdir', str(fake_run.save_random_generator(single, 7)),
+                      '--member', '0'], '--member 0: this run has no population'),
+      'shared phase': (['--checkpoint', str(run_dir.phase_dir(population, 2)), '--member',
+                        '1'], 'phase-2 checkpoint, which all members share'),
+  }[case]
+  result = _export_cli(*args, '--format', 'stablehlo', '-o', str(tmp_path / 'm.shlo'))
+  assert result.returncode == 1 and not (tmp_path / 'm.shlo').exists()
+  assert result.stderr.startswith('srrgan-export: error: --member '), result.stderr
+  assert result.stderr.strip().count('\n') == 0 and message in result.stderr, result.stderr
 
 
 def test_selected_files_without_a_member_still_read(tmp_path):

@@ -23,6 +23,11 @@ _OVERRIDE = re.compile(r'^--?config\.([A-Za-z0-9_.]+)(=|$)')
 
 _name = ['srrgan']  # The running command's name, the prefix of its error lines.
 
+# --member of infer.py and srrgan-export (resolved by `population_runs.load_model`).
+MEMBER_HELP = ('Population runs: the member, by index (0, 1, ...) or by its swept values '
+               '(gan_weight=0.1, several comma-separated); default: the member eval.py '
+               'selected (lowest LPIPS), at its own LPIPS-best checkpoint.')
+
 
 def _unknown_override(argv) -> str:
   """The one-line message for the first `--config.FIELD` that the config lacks, or ''."""

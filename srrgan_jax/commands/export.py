@@ -3,12 +3,14 @@
   srrgan-export --workdir runs/quickstart --format onnx -o model.onnx
   srrgan-export --workdir runs/quickstart --format onnx --fp16 -o model_fp16.onnx
   srrgan-export --checkpoint runs/x/checkpoints/phase3/4000 --format stablehlo -o model.shlo
+  srrgan-export --workdir runs/population --member gan_weight=0.05 -o model.onnx
   python -m srrgan_jax.commands.export ...   (the same)
 
-Exports the run's selected model (as infer.py uses it: EMA weights unless --raw)
-as ONNX (via jax2onnx) or as a serialized StableHLO program (jax.export). Both
-take NCHW RGB batches in [0, 1] and return the upscaled batch in [0, 1]; height
-and width must be multiples of 8; run them on tiles of the trained size (README
+Exports the run's selected model as infer.py uses it (EMA weights unless --raw;
+of a population run, the selected member unless --member names one) as ONNX
+(via jax2onnx) or as a serialized StableHLO program (jax.export). Both take
+NCHW RGB batches in [0, 1] and return the upscaled batch in [0, 1]; height and
+width must be multiples of 8; run them on tiles of the trained size (README
 "Exporting").
 """
 
@@ -25,6 +27,7 @@ _CHECKPOINT = flags.DEFINE_string(
     'instead of --workdir.')
 _RAW = flags.DEFINE_bool(
     'raw', False, 'Export the raw generator weights instead of their EMA.')
+_MEMBER = flags.DEFINE_string('member', None, commands.MEMBER_HELP)
 _FORMAT = flags.DEFINE_string(
     'format', 'onnx', 'onnx (for onnxruntime, OpenVINO, TensorRT, chaiNNer) or stablehlo '
     '(a jax.export program for JAX serving).')
@@ -48,7 +51,8 @@ def main(argv):
   export.check_output_path(_OUTPUT.value)
   config, params = inference.load_model(workdir=_WORKDIR.value or '',
                                         checkpoint=_CHECKPOINT.value or '',
-                                        use_ema=not _RAW.value)
+                                        use_ema=not _RAW.value,
+                                        member=_MEMBER.value or '')
   export.export(config, params, _OUTPUT.value, format=_FORMAT.value, fp16=_FP16.value)
   hints = export.tiling_metadata(config, fp16=_FP16.value)
   print(f'Wrote {_OUTPUT.value} ({_FORMAT.value}, x{hints["scale"]}, {hints["precision"]}): '

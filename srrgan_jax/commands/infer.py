@@ -37,10 +37,7 @@ _ONNX = flags.DEFINE_string(
     'onnxruntime and this tool\'s tiling (tile size and overlap from the file).')
 _RAW = flags.DEFINE_bool(
     'raw', False, 'Use the raw generator weights instead of their EMA.')
-_MEMBER = flags.DEFINE_string(
-    'member', None, 'Population runs: the member to use, by index (0, 1, ...) or by its '
-    'swept values (gan_weight=0.1, several comma-separated); default: the member '
-    'eval.py selected (lowest LPIPS), at its own LPIPS-best checkpoint.')
+_MEMBER = flags.DEFINE_string('member', None, commands.MEMBER_HELP)
 _INTERPOLATE = flags.DEFINE_float(
     'interpolate', None, 'With --workdir: network interpolation ALPHA in [0, 1], the '
     'generator (1 - ALPHA) * phase-2 best + ALPHA * the selected phase-3 model (0: '

@@ -87,8 +87,9 @@ def evaluate_run(workdir, test_dir, *, out_dir=None, full_images: bool = False,
                              batch_size=batch_size, keep=keep)
     rows.append(Row(method, method.capitalize(), '', None, result))
 
-  for phase, key, label in ((1, 'phase1_best', 'U-Net (MAE), phase-1 best'),
-                            (2, 'phase2_best', 'U-Net (Perceptual), phase-2 best')):
+  for phase, key, title in ((1, 'phase1_best', 'U-Net (MAE)'),
+                            (2, 'phase2_best', 'U-Net (Perceptual)')):
+    label = f'{title}, phase-{phase} best'
     if population.holds_members(config, phase):
       log(f'  (phase {phase}: one model per member; row "{label}" left out)')
       continue
@@ -101,7 +102,7 @@ def evaluate_run(workdir, test_dir, *, out_dir=None, full_images: bool = False,
     result = evaluate_method(runner.upscaler(params), test_set, scorer,
                              batch_size=batch_size, keep=keep)
     del params
-    rows.append(Row(key, label, str(path), int(step), result))
+    rows.append(Row(key, label, str(path), int(step), result, title=title))
 
   ranking = []
   if has_checkpoints[3]:
@@ -115,7 +116,7 @@ def evaluate_run(workdir, test_dir, *, out_dir=None, full_images: bool = False,
       rows += _member_rows(ranking, members)
     else:
       rows.append(Row('srrgan', 'SRRGAN, LPIPS-selected', best.path, best.step,
-                      best.result))
+                      best.result, title='SRRGAN'))
   else:
     log('  (no phase-3 checkpoints: nothing to rank; row "SRRGAN" left out)')
 
@@ -187,10 +188,10 @@ def _member_rows(ranking: list[RankedCheckpoint], members) -> list[Row]:
   for entry in _member_bests(ranking):
     member = members[entry.member]
     selected = ', LPIPS-selected' if entry.member == ranking[0].member else ''
-    rows.append(Row(f'member_{member.index}', f'Member {member.index}: {member.name}{selected}',
-                    entry.path, entry.step, entry.result,
-                    details={'member': member.index, 'weights': member.name,
-                             **member.values}))
+    title = f'Member {member.index}: {member.name}'
+    rows.append(Row(f'member_{member.index}', title + selected, entry.path, entry.step,
+                    entry.result, details={'member': member.index, 'weights': member.name,
+                                           **member.values}, title=title))
   return rows
 
 

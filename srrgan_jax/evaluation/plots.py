@@ -7,6 +7,7 @@ only, no display needed, and no process-wide backend switched.
 from __future__ import annotations
 
 from pathlib import Path
+import re
 from typing import Optional, Sequence
 
 import matplotlib
@@ -23,6 +24,8 @@ from srrgan_jax.evaluation.scoring import TestSet
 _MARKERS = {'bilinear': ('s', 'tab:gray'), 'bicubic': ('D', 'tab:brown'),
             'phase1_best': ('o', 'tab:green'), 'phase2_best': ('^', 'tab:orange'),
             'srrgan': ('*', 'tab:red')}
+# Characters of a comparison panel's title per line (fontsize 8 on a 2.2-inch column).
+_TITLE_WIDTH = 30
 
 
 def _member_colour(member: int):
@@ -113,8 +116,29 @@ def _to_display(x_HWC: np.ndarray) -> np.ndarray:
   return models.to_unit(np.asarray(x_HWC, np.float32))
 
 
+def wrap_title(title: str, width: int = _TITLE_WIDTH) -> str:
+  """`title` on lines of at most `width` characters, broken after a space or a comma.
+
+  Member names have no spaces ('gan_weight=0.1,pixel_weight=2'), so a comma is a
+  break too; a longer unbroken piece keeps a line of its own.
+  """
+  lines = ['']
+  for piece in re.findall(r'[^ ,]+[ ,]*|[ ,]+', title):
+    if lines[-1] and len(lines[-1] + piece.rstrip()) > width:
+      lines.append('')
+    lines[-1] += piece
+  return '\n'.join(line.rstrip() for line in lines)
+
+
 def plot_comparison(test_set: TestSet, rows: Sequence[Row], indices: Sequence[int],
                     path: Path) -> Path:
+  """Writes `comparison_figure` to `path`."""
+  comparison_figure(test_set, rows, indices).savefig(path)
+  return path
+
+
+def comparison_figure(test_set: TestSet, rows: Sequence[Row],
+                      indices: Sequence[int]) -> Figure:
   """LR input | bilinear | each model | HR, with a zoomed patch row under each image."""
   # Rows that kept no outputs (e.g. interpolation points) are not shown.
   shown = [r for r in rows if r.key != 'bicubic' and
@@ -131,7 +155,7 @@ def plot_comparison(test_set: TestSet, rows: Sequence[Row], indices: Sequence[in
       sr = r.result.kept_outputs[index]
       psnr = r.result.per_image['psnr'][index]
       lp = r.result.per_image['lpips'][index]
-      panels.append((r.label.split(',')[0], sr, f'{psnr:.2f} dB / {lp:.3f}'))
+      panels.append((wrap_title(r.title or r.label), sr, f'{psnr:.2f} dB / {lp:.3f}'))
     panels.append(('HR ground truth', hr, 'PSNR / LPIPS'))
     top, left, side = zoom_box(hr)
     for col, (title, image, subtitle) in enumerate(panels):
@@ -149,5 +173,4 @@ def plot_comparison(test_set: TestSet, rows: Sequence[Row], indices: Sequence[in
         ax.set_yticks([])
     axes[2 * n, 0].set_ylabel(test_set.names[index], fontsize=7)
   fig.tight_layout()
-  fig.savefig(path)
-  return path
+  return fig

@@ -28,6 +28,9 @@ class Row:
   # What else identifies the row, as JSON data: e.g. {'alpha': 0.5} of an
   # interpolation point.
   details: dict = dataclasses.field(default_factory=dict)
+  # The model's name in figures: the label without what the column next to it
+  # says (', phase-1 best', ', LPIPS-selected'); default: the label.
+  title: str = ''
 
 
 def _per_image_json(names: Sequence[str], per_image: dict) -> dict:
