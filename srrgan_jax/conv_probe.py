@@ -37,6 +37,7 @@ import time
 from absl import logging
 
 from srrgan_jax import cache
+from srrgan_jax import files
 
 # Per-program equivalent of EIGEN_CONVOLUTIONS_FLAG: YNNPACK keeps the
 # reductions it takes by default, convolutions go to Eigen.
@@ -177,10 +178,8 @@ def cached_choice(batch: int, size: int, channels: int) -> tuple[str, dict]:
            'measured': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
   entries = _read_cache(path)  # Re-read: another process may have added entries.
   entries[key] = entry
-  path.parent.mkdir(parents=True, exist_ok=True)
-  partial = path.with_name(f'{path.name}.{os.getpid()}.tmp')
-  partial.write_text(json.dumps(entries, indent=1, sort_keys=True) + '\n')
-  os.replace(partial, path)  # Atomic: concurrent readers see the old or the new file.
+  # Atomic: concurrent readers see the old or the new file.
+  files.write_atomic(path, json.dumps(entries, indent=1, sort_keys=True) + '\n')
   return entry['choice'], entry
 
 

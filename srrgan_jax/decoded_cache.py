@@ -23,7 +23,6 @@ import hashlib
 import math
 import mmap
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -33,6 +32,7 @@ import numpy as np
 
 from srrgan_jax import cache
 from srrgan_jax import errors
+from srrgan_jax import files
 
 _RESCAN_S = 10.0  # How stale the folder's size may be before storing re-reads it.
 DEFAULT_SUBDIR = 'decoded_images'
@@ -135,16 +135,10 @@ class DecodedCache:
     return False
 
   def _store(self, file: Path, pixels: np.ndarray) -> None:
-    handle = None
     try:
-      handle = tempfile.NamedTemporaryFile(dir=self.folder, prefix=f'.{file.name}.',
-                                           suffix='.part', delete=False)
-      with handle:
+      with files.atomic_file(file, pixels.nbytes) as handle:
         np.save(handle, pixels, allow_pickle=False)
-      os.replace(handle.name, file)
-    except OSError as e:
-      if handle is not None:
-        Path(handle.name).unlink(missing_ok=True)
+    except files.WriteError as e:
       self._storing = False
       logging.warning('Decoded-image cache: cannot write to %s (%s); decoding every '
                       'time from now on in this process.', self.folder, e.strerror or e)

@@ -18,7 +18,6 @@ overlap this toolkit runs (`infer.py`), and the ONNX file carries it.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from srrgan_jax import errors
+from srrgan_jax import files
 from srrgan_jax import models
 from srrgan_jax import quiet_logs
 
@@ -109,8 +109,7 @@ def check_output_path(path) -> Path:
     raise ExportError(f'{path}: is a folder; give a file name, e.g. {path / "model.onnx"}.')
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix='.srrgan_write_test_'):
-      pass
+    files.probe_writable(path.parent)
   except OSError as e:
     raise ExportError(f'{path}: cannot write the output here ({e.strerror or e}); choose '
                       'another path or fix its permissions.') from e
@@ -122,7 +121,7 @@ def export_stablehlo(config: ml_collections.ConfigDict, params, path, *,
   """Writes the serialized `jax.export` program; load it with `jax.export.deserialize`."""
   exported = jax.export.export(jax.jit(upscale_function(config, params, fp16=fp16)),
                                platforms=STABLEHLO_PLATFORMS)(input_spec(config, fp16=fp16))
-  Path(path).write_bytes(exported.serialize())
+  files.write_atomic(path, exported.serialize())
   return exported
 
 
@@ -189,7 +188,8 @@ def export_onnx(config: ml_collections.ConfigDict, params, path, *, fp16: bool =
   for key, value in tiling_metadata(config, fp16=fp16).items():
     proto.metadata_props.add(key=key, value=value)
   onnx.checker.check_model(proto)
-  onnx.save_model(proto, str(path))  # One file: the weights are far below 2 GB.
+  with files.atomic_file(path) as handle:  # One file: the weights are far below 2 GB.
+    onnx.save_model(proto, handle)
   return proto
 
 

@@ -5,8 +5,7 @@ grayscale-ness and the ICC colour profile are kept beside it (`LoadedImage`) so
 inference can give back what it was given; training and evaluation drop alpha
 (documented in the README) and replicate grayscale to three channels. Every read
 applies the EXIF orientation (a phone photo comes out upright); every write goes
-to a temporary file in the target folder first, so a file under the target name
-is always complete.
+through `files.atomic_file`, so a file under the target name is always complete.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import dataclasses
 import io
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Optional
@@ -25,6 +23,7 @@ import numpy as np
 import PIL.Image
 
 from srrgan_jax import errors
+from srrgan_jax import files
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
 # Formats whose written files carry an input's ICC colour profile.
@@ -34,10 +33,6 @@ _EXIF_ORIENTATION = 0x0112
 
 class ImageReadError(errors.UserError, ValueError):
   """An image file could not be decoded or has an unusable layout."""
-
-
-class ImageWriteError(errors.UserError, OSError):
-  """An image could not be written (full disk, no permission); nothing partial is left."""
 
 
 class UnsupportedFormatError(errors.UserError, ValueError):
@@ -357,31 +352,6 @@ def encode_image(suffix: str, rgb: np.ndarray, alpha: Optional[np.ndarray] = Non
   return encoded
 
 
-def write_bytes_atomic(path: str | os.PathLike, contents: bytes) -> None:
-  """Writes `contents` to a temporary file beside `path`, then renames it to `path`.
-
-  A failed write (full disk, no permission) removes the temporary file and
-  raises ImageWriteError naming the folder; an existing `path` is untouched.
-  """
-  path = Path(path)
-  try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.name}.',
-                                         suffix='.part', delete=False)
-  except OSError as e:
-    raise ImageWriteError(f'{path.parent}: cannot write {path.name} there '
-                          f'({e.strerror or e}); fix the folder or choose another.') from e
-  try:
-    with handle:
-      handle.write(contents)
-    os.replace(handle.name, path)
-  except OSError as e:
-    os.unlink(handle.name)
-    raise ImageWriteError(
-        f'{path.parent}: writing {path.name} ({len(contents):,} bytes) failed '
-        f'({e.strerror or e}); free space or choose another folder.') from e
-
-
 def write_image(path: str | os.PathLike, rgb: np.ndarray,
                 alpha: Optional[np.ndarray] = None, bit_depth: int = 8,
                 grayscale: bool = False, jpeg_quality: int = 95,
@@ -389,7 +359,8 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray,
   """Writes float RGB in [0, 1] (plus optional alpha) as 8- or 16-bit, atomically.
 
   Formats that cannot hold 16 bits (JPEG, WebP, BMP) are written as 8-bit.
-  `icc_profile` is embedded in PNG, JPEG and TIFF files.
+  `icc_profile` is embedded in PNG, JPEG and TIFF files. A failed write raises
+  `files.WriteError` and leaves no partial file.
   """
   suffix = check_output_suffix(path)
   try:
@@ -397,7 +368,7 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray,
                             icc_profile)
   except ValueError as e:
     raise ValueError(f'{path}: {e}') from e
-  write_bytes_atomic(path, contents)
+  files.write_atomic(path, contents)
 
 
 def is_complete(path: str | os.PathLike) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -23,6 +22,7 @@ import tqdm
 
 from srrgan_jax import errors
 from srrgan_jax import eval_sets
+from srrgan_jax import files
 from srrgan_jax import image_io
 from srrgan_jax import interpolation
 from srrgan_jax import models
@@ -261,8 +261,7 @@ def check_writable(jobs: Sequence[Job]) -> None:
       raise InferenceError(f'{folder}: cannot create the output folder because '
                            f'{existing} is a file; choose another output path.')
     try:
-      with tempfile.NamedTemporaryFile(dir=existing, prefix='.srrgan_write_test_'):
-        pass
+      files.probe_writable(existing)
     except OSError as e:
       raise InferenceError(f'{folder}: cannot write the output here ({e.strerror or e}); '
                            'choose another output path or fix its permissions.') from e

@@ -32,9 +32,10 @@ SWEEPABLE = {
     'g_learning_rate': 'phase3.g_learning_rate',
     'd_learning_rate': 'phase3.d_learning_rate',
 }
-# The first phase that reads each swept field: members are identical before it.
-FIRST_PHASE = {'phase2_perceptual_weight': 2, 'pixel_weight': 3, 'perceptual_weight': 3,
-               'gan_weight': 3, 'g_learning_rate': 3, 'd_learning_rate': 3}
+# The one phase that reads each swept field: members are identical before it (and
+# differ after it only through the weights it hands on).
+READ_IN_PHASE = {'phase2_perceptual_weight': 2, 'pixel_weight': 3, 'perceptual_weight': 3,
+                 'gan_weight': 3, 'g_learning_rate': 3, 'd_learning_rate': 3}
 _LEARNING_RATES = ('g_learning_rate', 'd_learning_rate')
 MODES = ('grid', 'zip')
 
@@ -79,7 +80,7 @@ def check(config: ml_collections.ConfigDict) -> None:
       _fail(name, values, f'a tuple of numbers {"> 0" if positive else ">= 0"}')
     if len(set(values)) != len(values):
       _fail(name, values, 'a tuple of distinct values (each member must differ)')
-    phase = FIRST_PHASE[name]
+    phase = READ_IN_PHASE[name]
     if phase not in tuple(config.phases):
       _fail(name, values, f'left unset: it sweeps a phase-{phase} setting and '
             f'config.phases={tuple(config.phases)} runs no phase {phase}')
@@ -123,13 +124,28 @@ def size(config: ml_collections.ConfigDict) -> int:
 def fork_phase(config: ml_collections.ConfigDict) -> Optional[int]:
   """The first phase whose members differ (earlier phases are shared), or None."""
   sweeps = swept(config)
-  return min(FIRST_PHASE[name] for name in sweeps) if sweeps else None
+  return min(READ_IN_PHASE[name] for name in sweeps) if sweeps else None
 
 
 def holds_members(config: ml_collections.ConfigDict, phase: int) -> bool:
   """True if `phase`'s checkpoints hold every member (a leading member axis on each leaf)."""
   fork = fork_phase(config)
   return fork is not None and phase >= fork
+
+
+def affects_phase(config: ml_collections.ConfigDict, field: str, phase: int) -> bool:
+  """False if `field` (dotted) is a sweepable setting that training `phase` does not read.
+
+  A swept value (`population.gan_weight`) and the setting it sweeps
+  (`loss.gan_weight`) are read only in their `READ_IN_PHASE`, and the setting
+  not even there while the config sweeps it (each member brings its own value).
+  """
+  for name, target in SWEEPABLE.items():
+    if field == f'population.{name}':
+      return READ_IN_PHASE[name] == phase
+    if field == target:
+      return READ_IN_PHASE[name] == phase and name not in swept(config)
+  return True
 
 
 def member_config(config: ml_collections.ConfigDict, member: Member

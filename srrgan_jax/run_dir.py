@@ -29,6 +29,7 @@ from configs import fields
 from srrgan_jax import checkpoints
 from srrgan_jax import config_check
 from srrgan_jax import errors
+from srrgan_jax import files
 from srrgan_jax import models
 from srrgan_jax import population
 from srrgan_jax.checkpoints import CheckpointError
@@ -91,10 +92,8 @@ def _read_json(path: pathlib.Path) -> dict:
   return data
 
 
-def _write_atomically(path: pathlib.Path, data: dict) -> None:
-  tmp = path.with_name(path.name + '.tmp')
-  tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + '\n')
-  os.replace(tmp, path)  # Atomic: readers never see half a file.
+def _write_json(path: pathlib.Path, data: dict) -> None:
+  files.write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + '\n')
 
 
 # ---------------------------------------------------------------------------
@@ -107,7 +106,7 @@ def write_config(workdir, config: ml_collections.ConfigDict) -> pathlib.Path:
   path = workdir / CONFIG_FILE
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, config_to_dict(config))
+    _write_json(path, config_to_dict(config))
   return path
 
 
@@ -166,7 +165,7 @@ def write_selected(workdir, phase: int, step: int, info: Optional[dict] = None,
   """
   path = pathlib.Path(workdir) / SELECTED_FILE
   if jax.process_index() == 0:
-    _write_atomically(path, {'phase': int(phase), 'step': int(step),
+    _write_json(path, {'phase': int(phase), 'step': int(step),
                              'path': str(phase_dir(workdir, phase) / str(step)),
                              'member': None if member is None else int(member),
                              **(info or {})})

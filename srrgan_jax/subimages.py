@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from srrgan_jax import files
 from srrgan_jax import image_io
 from srrgan_jax import tiling
 
@@ -37,7 +38,7 @@ def _cut_subimages(path: Path, input_dir: Path, output_dir: Path, crop: int, ste
                                  [cv2.IMWRITE_PNG_COMPRESSION, compression])
       if not ok:
         raise OSError(f'{path}: OpenCV could not encode sub-image {count} as PNG.')
-      image_io.write_bytes_atomic(target / f'{path.stem}_s{count:03d}.png', encoded.tobytes())
+      files.write_atomic(target / f'{path.stem}_s{count:03d}.png', encoded.tobytes())
   return count
 
 

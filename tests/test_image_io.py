@@ -1,8 +1,6 @@
 """Image reading/writing keeps bit depth, grayscale and alpha; bad files raise naming the path."""
 
-import errno
 import struct
-import tempfile
 import zlib
 
 import cv2
@@ -12,7 +10,9 @@ import PIL.ImageCms
 import PIL.ImageOps
 import pytest
 
+from srrgan_jax import files
 from srrgan_jax import image_io
+from test_files import fill_disk_after_ten_bytes
 
 
 def _gradient(h=12, w=17):
@@ -177,28 +177,8 @@ def test_failed_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, mon
   target = tmp_path / 'out.png'
   image_io.write_image(target, _gradient())
   before = target.read_bytes()
-  real_temp = tempfile.NamedTemporaryFile
-
-  class _FullDisk:
-    """A temporary file on a disk that fills up after a few bytes."""
-
-    def __init__(self, **kwargs):
-      self._file = real_temp(**kwargs)
-      self.name = self._file.name
-
-    def write(self, contents):
-      self._file.write(contents[:10])
-      self._file.flush()
-      raise OSError(errno.ENOSPC, 'No space left on device')
-
-    def __enter__(self):
-      return self
-
-    def __exit__(self, *exc):
-      self._file.close()
-
-  monkeypatch.setattr(image_io.tempfile, 'NamedTemporaryFile', _FullDisk)
-  with pytest.raises(image_io.ImageWriteError,
+  fill_disk_after_ten_bytes(monkeypatch)
+  with pytest.raises(files.WriteError,
                      match=rf'{tmp_path}: writing out.png \(\d+ bytes\) failed \(No space left'):
     image_io.write_image(target, 1 - _gradient())
   assert target.read_bytes() == before

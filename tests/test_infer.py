@@ -1,6 +1,5 @@
 """infer.py: what users bring (sizes, bit depths, grayscale, alpha, formats, folders), model choice."""
 
-import errno
 import os
 import pathlib
 import subprocess
@@ -16,11 +15,13 @@ from configs import tiny
 from srrgan_jax import checkpoints
 from srrgan_jax import degradation
 from srrgan_jax import eval_sets
+from srrgan_jax import files
 from srrgan_jax import image_io
 from srrgan_jax import inference
 from srrgan_jax import models
 from srrgan_jax import run_dir
 from srrgan_jax import tiling
+from test_files import fill_disk_after_ten_bytes
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 STEP = 7
@@ -286,23 +287,9 @@ def test_a_partial_output_is_written_again_and_writes_are_atomic(tmp_path, check
   for name, contents in whole.items():
     assert (tmp_path / 'out' / name).read_bytes() == contents
   # A write that fails (full disk) leaves neither a partial file nor a temporary one.
-  real_temp = image_io.tempfile.NamedTemporaryFile
-
-  def full_disk_temp(**kwargs):  # Writes ten bytes, then the disk is full.
-    handle = real_temp(**kwargs)
-    real = handle.write
-
-    def write_part(contents):
-      real(contents[:10])
-      handle.flush()
-      raise OSError(errno.ENOSPC, 'No space left on device')
-
-    handle.write = write_part
-    return handle
-
-  monkeypatch.setattr(image_io.tempfile, 'NamedTemporaryFile', full_disk_temp)
+  fill_disk_after_ten_bytes(monkeypatch)
   (tmp_path / 'out' / 'a.png').unlink()
-  with pytest.raises(image_io.ImageWriteError, match=r'out: writing a.png .*No space left'):
+  with pytest.raises(files.WriteError, match=r'out: writing a.png .*No space left'):
     inference.run(tmp_path / 'in', tmp_path / 'out', checkpoint=checkpoint,
                   show_progress=False)
   assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['b.jpg']

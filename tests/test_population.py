@@ -69,6 +69,21 @@ def test_member_config_is_the_single_run_with_the_members_values():
   config_check.check_config(single)
 
 
+def test_a_phase_is_affected_only_by_the_swept_settings_it_reads():
+  single, swept = _config(), _config(gan_weight=(0.01, 0.1))
+  affects = {phase: [f for f in ('loss.phase2_perceptual_weight', 'population.gan_weight',
+                                 'loss.gan_weight', 'phase3.d_learning_rate', 'loss.real_label')
+                     if population.affects_phase(single, f, phase)] for phase in (1, 2, 3)}
+  assert affects == {
+      1: ['loss.real_label'],
+      2: ['loss.phase2_perceptual_weight', 'loss.real_label'],
+      3: ['population.gan_weight', 'loss.gan_weight', 'phase3.d_learning_rate',
+          'loss.real_label']}
+  # While gan_weight is swept the members bring their own: loss.gan_weight is read nowhere.
+  assert not population.affects_phase(swept, 'loss.gan_weight', 3)
+  assert population.affects_phase(swept, 'loss.pixel_weight', 3)
+
+
 @pytest.mark.parametrize('spec,index', [
     ('2', 2), ('gan_weight=0.1', 1), ('loss.gan_weight=0.10', 1),
     ('gan_weight=1e-2', 0), (' 0 ', 0)])

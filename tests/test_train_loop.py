@@ -5,6 +5,7 @@ compare against; jitted steps are reused across runs in this process.
 """
 
 import json
+import logging
 
 import jax
 import numpy as np
@@ -91,7 +92,7 @@ def test_phase2_starts_from_phase1_best_and_phase3_from_phase2(full_run, tiny_co
   assert 'phase 2 best' in loop3['start']
 
 
-def test_interrupted_runs_resume_bit_for_bit(full_run, tiny_config, tmp_path):
+def test_interrupted_runs_resume_bit_for_bit(full_run, tiny_config, tmp_path, caplog):
   """Stops in phase 1 and in phase 3 (plus a half-written checkpoint, as after
   `kill -9`), resumes each time: every phase ends with the identical state."""
   reference, ref_summary = full_run
@@ -110,8 +111,17 @@ def test_interrupted_runs_resume_bit_for_bit(full_run, tiny_config, tmp_path):
   steps_logged = [int(r.split(',')[0]) for r in
                   (workdir / 'logs/phase1/train.csv').read_text().splitlines()[1:]]
   assert steps_logged == [1, 2, 3, 4, 5, 6]  # No duplicate rows after resuming.
-  # Running the finished command again trains nothing and reports the same.
-  assert loop.run(tiny_config, workdir)['final'] == ref_summary['final']
+  # Running the finished command again trains nothing and reports the same; each phase
+  # warns only of the changed settings it reads.
+  changed = tiny_config.copy_and_resolve_references()
+  changed.loss.phase2_perceptual_weight, changed.loss.gan_weight = 0.5, 0.25
+  caplog.set_level(logging.WARNING, logger=loop.__name__)
+  assert loop.run(changed, workdir)['final'] == ref_summary['final']
+  assert [r.getMessage() for r in caplog.records if 'changed settings' in r.getMessage()] == [
+      'phase 2 continues with changed settings: loss.phase2_perceptual_weight: checkpoint '
+      f'{tiny_config.loss.phase2_perceptual_weight!r} vs config 0.5',
+      'phase 3 continues with changed settings: loss.gan_weight: checkpoint '
+      f'{tiny_config.loss.gan_weight!r} vs config 0.25']
 
 
 def test_phase3_alone_from_init_checkpoint_equals_the_chained_run(full_run, tiny_config,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -21,6 +20,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from srrgan_jax import errors
+from srrgan_jax import files
 
 VGG19_FILE = 'vgg19_caffe.npz'
 LPIPS_FILE = 'lpips_vgg16.npz'
@@ -105,23 +105,15 @@ def check_arrays(name: str, arrays: Mapping[str, np.ndarray], origin: str = '') 
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
   """Writes a compressed npz with fixed zip timestamps (same arrays -> same bytes), atomically."""
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
-  os.close(fd)
-  try:
-    with zipfile.ZipFile(tmp, 'w', compression=zipfile.ZIP_DEFLATED) as zf:
-      for key, value in arrays.items():
-        buffer = io.BytesIO()
-        np.lib.format.write_array(buffer, np.ascontiguousarray(value), allow_pickle=False)
-        info = zipfile.ZipInfo(key + '.npy', date_time=(1980, 1, 1, 0, 0, 0))
-        info.compress_type = zipfile.ZIP_DEFLATED
-        info.external_attr = 0o644 << 16
-        zf.writestr(info, buffer.getvalue(), compresslevel=NPZ_COMPRESS_LEVEL)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; weights are not secret.
-    os.replace(tmp, path)  # Readers never see a half-written file.
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with files.atomic_file(path) as handle, zipfile.ZipFile(
+      handle, 'w', compression=zipfile.ZIP_DEFLATED) as zf:
+    for key, value in arrays.items():
+      buffer = io.BytesIO()
+      np.lib.format.write_array(buffer, np.ascontiguousarray(value), allow_pickle=False)
+      info = zipfile.ZipInfo(key + '.npy', date_time=(1980, 1, 1, 0, 0, 0))
+      info.compress_type = zipfile.ZIP_DEFLATED
+      info.external_attr = 0o644 << 16
+      zf.writestr(info, buffer.getvalue(), compresslevel=NPZ_COMPRESS_LEVEL)
   return path
 
 
