@@ -2,7 +2,9 @@
 
 One tiny phase-3 population of 3 members that differ in `loss.gan_weight`
 (trained once per module) is compared with the single runs of its members,
-with an interrupted and resumed copy of itself, and read back per member.
+with an interrupted and resumed copy of itself, and read back per member. A
+population that forks at phase 2 (`phase2_perceptual_weight`) is trained
+through phase 2 and compared with its members' single runs there.
 """
 
 import json
@@ -27,9 +29,11 @@ from srrgan_jax.train.loop_state import PopulationLoopState
 from test_train_steps import gradient_tolerance
 from test_train_steps import random_batch
 from test_train_steps import small_perceptual_config
+from test_train_steps import UNIT_ROUNDOFF
 from test_train_steps import vgg_params  # pylint: disable=unused-import  (a fixture)
 
 GAN_WEIGHTS = (0.0, 1.0, 10.0)
+FORK_WEIGHTS = (0.0, 1e-3)  # phase2_perceptual_weight: the members fork at phase 2.
 
 
 @pytest.fixture(scope='module')
@@ -61,9 +65,13 @@ def final_state(workdir):
   return checkpoints.restore_arrays(run_dir.list_checkpoints(workdir, 3)[-1][1])
 
 
+def flat(tree) -> np.ndarray:
+  """Every parameter of a pytree in one vector."""
+  return np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+
+
 def update_error(start, reference, candidate) -> float:
   """|candidate's update - reference's update| / |reference's update|, over all parameters."""
-  flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
   ref, got = flat(reference) - flat(start), flat(candidate) - flat(start)
   return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
 
@@ -71,6 +79,19 @@ def update_error(start, reference, candidate) -> float:
 def max_abs_difference(a, b) -> float:
   return float(max(np.abs(x - y).max() for x, y in zip(jax.tree.leaves(a),
                                                          jax.tree.leaves(b))))
+
+
+def storage_tolerance(steps_run: int, start, reference) -> float:
+  """The `update_error` that storing the parameters in float32 allows, over `steps_run` steps.
+
+  Each step stores every parameter rounded, within u|p| of the exact p + update,
+  and its EMA within about 2u|ema| (decay * ema, (1 - decay) * p and their sum
+  are rounded): two runs' stored values may differ by 4u|p| per step whatever
+  their updates, 4 n u |p| / |update| of the update. This exceeds 1 at phase 2's
+  learning rate (1e-5: most updates are below the weights' float32 spacing).
+  """
+  update = np.linalg.norm(flat(reference) - flat(start))
+  return float(4 * steps_run * UNIT_ROUNDOFF * np.linalg.norm(flat(reference)) / update)
 
 
 def test_changing_loss_weights_or_learning_rates_does_not_recompile(vgg_params):
@@ -288,3 +309,94 @@ def test_members_spread_over_device_groups_train_as_on_every_device():
   with pytest.raises(errors.ConfigError, match=r'data.batch_size=3 is not divisible by '
                      r'the 2 devices of each of the 2 member groups'):
     parallel.check_batch_size(3, parallel.make_mesh(member_devices=2))
+
+
+class _PhaseThreeStarted(Exception):
+  """Ends a run once phase 3's state exists (phase-3 training is tested above)."""
+
+
+def test_a_phase2_sweep_trains_phase1_once_and_each_member_goes_on_from_its_own_best(
+    tiny_run_config, tmp_path, monkeypatch):
+  """A `phase2_perceptual_weight` population of 2: phases 1-2 of 2 steps, phase 3's start.
+
+  Phase 1 is one shared model; phase 2 trains both members from its best, and
+  member k's phase 2 is the single run with member k's weight from that
+  checkpoint: within the bound of `test_each_member_equals_the_single_run_with_
+  its_weights` (Adam's eps is 1 for the same reason) plus `storage_tolerance`,
+  and outside it from the other member's single run. Phase 3 must start each
+  member from its own phase-2 best: the generator its state is created with is
+  compared exactly, and the run ends there (no phase-3 step is compiled).
+  """
+  config = tiny_run_config.copy_and_resolve_references()
+  config.data.steps_per_epoch = 2
+  # One encoder stage and one VGG tap: the same code paths, 40% less compile time.
+  config.model.encoder_channels, config.model.decoder_channels = (8,), (8,)
+  config.loss.perceptual_layers, config.loss.perceptual_layer_weights = ('block1_conv2',), (1.,)
+  config.phase1.epochs = config.phase2.epochs = 1
+  config.adam_eps = 1.0
+  # Updates far above the weights' float32 spacing (storage_tolerance 1e-4, not 1.4).
+  config.phase2.learning_rate = 0.1
+  config.population.phase2_perceptual_weight = FORK_WEIGHTS
+  members = population.members(config)
+  starts = {}  # Phase -> (params, ema_params) the population state was created with.
+  create_population = state_lib.create_population
+
+  def recording_create_population(config, phase, *args, **kwargs):
+    state = create_population(config, phase, *args, **kwargs)
+    starts[phase] = parallel.to_host((state.params, state.ema_params))  # Before donation.
+    if phase == 3:
+      raise _PhaseThreeStarted
+    return state
+
+  monkeypatch.setattr(state_lib, 'create_population', recording_create_population)
+  workdir = tmp_path / 'population'
+  with pytest.raises(_PhaseThreeStarted):
+    loop.run(config.copy_and_resolve_references(), workdir)
+
+  # Phase 1 ran once: one checkpoint, of a single model.
+  [(_, phase1_dir)] = run_dir.list_checkpoints(workdir, 1)
+  assert run_dir.population_members(phase1_dir) == []
+  shared = checkpoints.restore_arrays(phase1_dir)
+  start = shared['ema_params' if config.eval_use_ema else 'params']
+  # Phase 2 holds both members, stacked; each started from phase 1's best.
+  [(steps_run, phase2_dir)] = run_dir.list_checkpoints(workdir, 2)
+  assert run_dir.population_members(phase2_dir) == [m.name for m in members]
+  stacked = checkpoints.restore_arrays(phase2_dir)
+  for name in ('params', 'ema_params'):
+    assert ([x.shape for x in jax.tree.leaves(stacked[name])]
+            == [(2,) + x.shape for x in jax.tree.leaves(shared[name])])
+  for k in range(2):
+    for started in starts[2]:
+      jax.tree.map(np.testing.assert_array_equal, state_lib.member_state(started, k), start)
+  assert max_abs_difference(*(state_lib.member_state(stacked['params'], k)
+                              for k in range(2))) > 0
+  # Phase 3 starts each member (generator and EMA) from its own phase-2 best.
+  bests = checkpoints.read_json(phase2_dir, checkpoints.LOOP)['members']
+  for k, member in enumerate(bests):
+    best_dir = run_dir.phase_dir(workdir, 2) / str(member['best_step'])
+    best = checkpoints.restore_generator(best_dir, use_ema=config.eval_use_ema)
+    for started in starts[3]:
+      jax.tree.map(np.testing.assert_array_equal, state_lib.member_state(started, k),
+                   state_lib.member_state(best, k))
+  # Member k's phase 2 is the single run with its weight from the same start, and
+  # not the other member's (whose generator differs by far more than the bound).
+  singles = []
+  for member in members:
+    single_config = population.member_config(config, member)
+    single_config.phases = (2,)
+    single_config.init_checkpoint = str(phase1_dir)
+    loop.run(single_config, tmp_path / f'single{member.index}')
+    singles.append(checkpoints.restore_arrays(
+        run_dir.list_checkpoints(tmp_path / f'single{member.index}', 2)[-1][1]))
+  update_errors, tolerances, controls = [], [], []
+  for k, single in enumerate(singles):
+    member = state_lib.member_state(stacked, k)
+    for name in ('params', 'ema_params'):
+      update_errors.append(update_error(start, single[name], member[name]))
+      tolerances.append(steps_run * gradient_tolerance(config)
+                        + storage_tolerance(steps_run, start, single[name]))
+      assert update_errors[-1] <= tolerances[-1], (k, name, update_errors[-1], tolerances[-1])
+    controls.append(update_error(start, singles[1 - k]['params'], member['params']))
+  print(f'phase-2 members vs their single runs (params, EMA): update errors {update_errors}, '
+        f'bounds {tolerances}; against the other member\'s single run: {controls}')
+  assert min(controls) > max(tolerances)
