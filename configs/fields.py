@@ -79,6 +79,12 @@ def is_quiet(field: str) -> bool:
   return matches(field, QUIET)
 
 
+def is_other_phase(field: str, phase: int) -> bool:
+  """True if `field` is in the `phaseN.` block of a phase other than `phase` (only N reads it)."""
+  block = field.split('.', 1)[0]
+  return block.startswith('phase') and block[5:].isdigit() and block != f'phase{phase}'
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
   """{dotted field name: value} of a nested config dict."""
   out = {}

@@ -18,6 +18,7 @@ import numpy as np
 
 from srrgan_jax import degradation_realesrgan
 from srrgan_jax import errors
+from srrgan_jax import files
 from srrgan_jax import image_io
 from srrgan_jax import training_degradation
 
@@ -87,14 +88,14 @@ def write_preview(image_path, out_dir, config, *, models: Sequence[str],
           hr, np.random.default_rng([seed, index]), cfg, scale)
       stem = out_dir / model / f'sample_{index:03d}'
       image_io.write_image(stem.with_suffix('.png'), lr)
-      stem.with_suffix('.json').write_text(json.dumps(params, indent=1) + '\n')
+      files.write_atomic(stem.with_suffix('.json'), json.dumps(params, indent=1) + '\n')
       lines.append(f'{model}/sample_{index:03d}.png: {describe(params)}')
       row.append(cv2.resize(lr, (hr.shape[1], hr.shape[0]),
                             interpolation=cv2.INTER_NEAREST))
     rows.append([target] + row)
-  files = {'hr': out_dir / 'hr.png', 'grid': out_dir / 'grid.png',
-           'params': out_dir / 'params.txt'}
-  image_io.write_image(files['hr'], target)
-  image_io.write_image(files['grid'], _grid(rows))
-  files['params'].write_text('\n'.join(lines) + '\n')
-  return files
+  outputs = {'hr': out_dir / 'hr.png', 'grid': out_dir / 'grid.png',
+             'params': out_dir / 'params.txt'}
+  image_io.write_image(outputs['hr'], target)
+  image_io.write_image(outputs['grid'], _grid(rows))
+  files.write_atomic(outputs['params'], '\n'.join(lines) + '\n')
+  return outputs

@@ -115,6 +115,14 @@ def test_every_default_field_is_classified_once():
   assert fields.is_quiet('distributed.num_processes') and not fields.is_quiet('seed')
 
 
+def test_a_phase_block_belongs_to_its_phase_only():
+  assert fields.is_other_phase('phase3.epochs', 1)
+  assert fields.is_other_phase('phase1.learning_rate', 2)
+  assert not fields.is_other_phase('phase2.epochs', 2)
+  assert not fields.is_other_phase('phases', 1)  # The phase list, not a phase block.
+  assert not fields.is_other_phase('loss.gan_weight', 1)
+
+
 def test_an_unclassified_new_field_is_named_with_where_to_classify_it():
   config = importlib.import_module('configs.default').get_config()
   config.data.new_knob = 3

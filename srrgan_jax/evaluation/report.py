@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 from pathlib import Path
 from typing import Optional, Sequence
 
+from srrgan_jax import files
 from srrgan_jax.evaluation.ranking import RankedCheckpoint
 from srrgan_jax.evaluation.scoring import METRIC_HIGHER_IS_BETTER
 from srrgan_jax.evaluation.scoring import METRIC_NAMES
@@ -148,23 +150,24 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
   """results.md, results.json, results.csv (protocol columns beside the numbers)."""
   paths = {'markdown': out_dir / 'results.md', 'json': out_dir / 'results.json',
            'csv': out_dir / 'results.csv'}
-  paths['markdown'].write_text(format_markdown(report))
-  paths['json'].write_text(json.dumps(report, indent=2, allow_nan=True) + '\n')
+  files.write_atomic(paths['markdown'], format_markdown(report))
+  files.write_atomic(paths['json'], json.dumps(report, indent=2, allow_nan=True) + '\n')
   protocol = _protocol_columns(report)
-  with open(paths['csv'], 'w', newline='') as f:
-    details = sorted({k for row in report['rows'] for k in row} - set(_ROW_FIELDS))
-    fields = [*_ROW_FIELDS, *details, *protocol]
-    writer = csv.DictWriter(f, fieldnames=fields)
-    writer.writeheader()
-    for row in report['rows']:
-      writer.writerow({**{k: row[k] for k in fields if k in row}, **protocol})
+  table = io.StringIO(newline='')
+  details = sorted({k for row in report['rows'] for k in row} - set(_ROW_FIELDS))
+  fields = [*_ROW_FIELDS, *details, *protocol]
+  writer = csv.DictWriter(table, fieldnames=fields)
+  writer.writeheader()
+  for row in report['rows']:
+    writer.writerow({**{k: row[k] for k in fields if k in row}, **protocol})
+  files.write_atomic(paths['csv'], table.getvalue())
   return paths
 
 
 def write_ranking(report: dict, path: Path) -> Path:
   """ranking.json: every phase-3 checkpoint with its scores, best first."""
   ranking = report['ranking']
-  path.write_text(json.dumps({
+  files.write_atomic(path, json.dumps({
       'criterion': 'lowest mean LPIPS',
       'selected': {k: ranking[0][k] for k in ('phase', 'step', 'path', 'member', 'lpips')
                    if k in ranking[0]},
@@ -177,6 +180,5 @@ def write_ranking(report: dict, path: Path) -> Path:
 
 def write_json(data: dict, path) -> Path:
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(data, indent=2) + '\n')
+  files.write_atomic(path, json.dumps(data, indent=2) + '\n')
   return path

@@ -244,7 +244,8 @@ class PhaseRun:
           f'with the same batch. Resume with --config.data.batch_size={before}, or start '
           'the phase over in a fresh --workdir.')
     changed = {k: v for k, v in changed.items()
-               if not fields.is_quiet(k) and population.affects_phase(self.config, k, self.phase)}
+               if not fields.is_quiet(k) and not fields.is_other_phase(k, self.phase)
+               and population.affects_phase(self.config, k, self.phase)}
     if changed:
       log.warning('phase %d continues with changed settings: %s', self.phase,
                   run_dir.describe_differences(changed))

@@ -18,6 +18,7 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 
+from srrgan_jax import files
 from srrgan_jax import image_io
 from srrgan_jax import models
 from srrgan_jax import parallel
@@ -41,12 +42,12 @@ class CsvLog:
         reader = csv.DictReader(f)
         self.fields = reader.fieldnames
         rows = [r for r in reader if int(float(r[key])) <= keep_up_to]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open('w', newline='') as f:
-      if self.fields:
-        writer = csv.DictWriter(f, self.fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    kept = io.StringIO(newline='')
+    if self.fields:
+      writer = csv.DictWriter(kept, self.fields)
+      writer.writeheader()
+      writer.writerows(rows)
+    files.write_atomic(path, kept.getvalue())  # A crash here keeps the old rows.
 
   def write(self, row: Mapping[str, float]) -> None:
     if self.fields is None:
@@ -349,9 +350,8 @@ def _save_plot(fig, workdir: pathlib.Path, phase: int) -> pathlib.Path:
   import matplotlib.pyplot as plt
   fig.subplots_adjust(left=0.04, right=0.99, bottom=0.15, top=0.9, wspace=0.25)
   path = workdir / 'plots' / f'phase{phase}.png'
-  path.parent.mkdir(parents=True, exist_ok=True)
   buffer = io.BytesIO()
   fig.savefig(buffer, format='png', dpi=80)
   plt.close(fig)
-  path.write_bytes(buffer.getvalue())
+  files.write_atomic(path, buffer.getvalue())
   return path
