@@ -213,6 +213,11 @@ def val_loss(metrics: dict) -> Optional[float]:
   return None if value is None or math.isnan(value) else float(value)
 
 
+def _absolute(step_dir) -> pathlib.Path:
+  """`step_dir` as an absolute path: Orbax refuses relative ones (`--workdir runs/x`)."""
+  return pathlib.Path(os.path.abspath(os.path.expanduser(step_dir)))
+
+
 def _step_checkpointer() -> ocp.Checkpointer:
   return ocp.Checkpointer(ocp.CompositeCheckpointHandler(
       **{STATE: ocp.PyTreeCheckpointHandler(), LOOP: ocp.JsonCheckpointHandler(),
@@ -225,14 +230,14 @@ def item_names(step_dir) -> set[str]:
   A folder without Orbax's step metadata lists its sub-folders.
   """
   with _quiet_orbax():
-    return set(_step_checkpointer().metadata(pathlib.Path(step_dir)).item_handlers or {})
+    return set(_step_checkpointer().metadata(_absolute(step_dir)).item_handlers or {})
 
 
 def read_json(step_dir, item: str) -> dict:
   """A JSON item (`LOOP` or `CONFIG`) of a checkpoint, restored alone."""
   with _quiet_orbax():
     restored = _step_checkpointer().restore(
-        pathlib.Path(step_dir), args=ocp.args.Composite(**{item: ocp.args.JsonRestore()}))
+        _absolute(step_dir), args=ocp.args.Composite(**{item: ocp.args.JsonRestore()}))
   return restored[item]
 
 
@@ -242,7 +247,7 @@ def restore_arrays(step_dir, keys: Optional[Sequence[str]] = None) -> dict:
   Restores nothing else: reading the EMA generator does not load the
   optimizer states or the discriminator.
   """
-  step_dir = pathlib.Path(step_dir)
+  step_dir = _absolute(step_dir)
   checkpointer = _step_checkpointer()
   with _quiet_orbax():
     try:

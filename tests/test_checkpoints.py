@@ -67,3 +67,15 @@ def test_finished_steps_and_single_items_are_read_through_orbax(tmp_path):
   assert isinstance(ema['output_conv']['bias'], np.ndarray)
   with pytest.raises(checkpoints.CheckpointError, match=r"train state has no 'disc'"):
     checkpoints.restore_arrays(step_dir, ['disc'])
+
+
+def test_a_relative_run_directory_reads_like_an_absolute_one(tmp_path, monkeypatch):
+  """`eval.py --workdir runs/x` passes relative step folders; Orbax takes only absolute ones."""
+  save_run(tmp_path / 'runs' / 'x')
+  monkeypatch.chdir(tmp_path)
+  step_dir = run_dir.phase_dir('runs/x', 1) / '6'
+  assert not step_dir.is_absolute()
+  assert checkpoints.STATE in checkpoints.item_names(step_dir)
+  assert checkpoints.read_json(step_dir, checkpoints.LOOP) == {'epoch': 6, 'best_step': None}
+  assert checkpoints.restore_generator(step_dir)['stem']['kernel'][0, 0, 0, 0] == 106.0
+  assert [s for s, _ in checkpoints.finished_steps(step_dir.parent)] == [6, 9]
