@@ -30,6 +30,12 @@ IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
 ICC_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
 _EXIF_ORIENTATION = 0x0112
 
+# OpenCV logs its own line for a damaged file ("[ERROR:0@1.1] ... IHDR chunk
+# shall be first") before this module raises the one-line error naming the
+# file; keep it quiet unless the user asks for OpenCV's log ($OPENCV_LOG_LEVEL).
+if 'OPENCV_LOG_LEVEL' not in os.environ:
+  cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
 
 class ImageReadError(errors.UserError, ValueError):
   """An image file could not be decoded or has an unusable layout."""
