@@ -28,6 +28,10 @@ class RunDirectoryInUse(errors.UserError, RuntimeError):
   """Another live process holds the run directory's lock."""
 
 
+class RunDirectoryUnusable(errors.UserError, OSError):
+  """The run directory cannot be created or written (e.g. it is a file)."""
+
+
 def lock_path(workdir, process_index: int = 0) -> pathlib.Path:
   return pathlib.Path(workdir) / f'.lock.process{process_index}'
 
@@ -48,8 +52,14 @@ def hold(workdir, process_index: int = 0) -> Iterator[pathlib.Path]:
   Raises RunDirectoryInUse, naming the holder's PID, if a live process holds it.
   """
   path = lock_path(workdir, process_index)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  handle = open(path, 'a+', encoding='utf-8')  # pylint: disable=consider-using-with
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, 'a+', encoding='utf-8')  # pylint: disable=consider-using-with
+  except OSError as e:
+    raise RunDirectoryUnusable(
+        f'{path.parent}: cannot be the run directory ({e.strerror or e}): it, or a '
+        'folder above it, is a file or not writable. Give a folder for --workdir '
+        '(it is created if missing).') from e
   try:
     try:
       fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
