@@ -412,12 +412,13 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
   """Sorted image files under `folder`; raises naming the folder if missing or empty."""
   folder = Path(folder)
   if not folder.is_dir():
-    raise MissingImagesError(f'{folder}: image folder does not exist; check the path.')
+    what = 'is a file, not a folder of images' if folder.exists() else 'does not exist'
+    raise MissingImagesError(f'{folder}: image folder {what}; check the path.')
   pattern = '**/*' if recursive else '*'
-  files = sorted(p for p in folder.glob(pattern)
-                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-  if not files:
+  images = sorted(p for p in folder.glob(pattern)
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+  if not images:
     raise MissingImagesError(
         f'{folder}: no images found (looked for {", ".join(IMAGE_SUFFIXES)}'
         f'{" recursively" if recursive else ""}).')
-  return files
+  return images

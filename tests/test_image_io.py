@@ -69,9 +69,11 @@ def test_bad_files_name_the_path(tmp_path):
 
 
 def test_list_images(tmp_path):
-  with pytest.raises(FileNotFoundError, match='nowhere'):
+  with pytest.raises(FileNotFoundError, match='nowhere: image folder does not exist'):
     image_io.list_images(tmp_path / 'nowhere')
   (tmp_path / 'notes.txt').write_text('x')
+  with pytest.raises(FileNotFoundError, match='notes.txt: image folder is a file'):
+    image_io.list_images(tmp_path / 'notes.txt')
   with pytest.raises(FileNotFoundError, match='no images'):
     image_io.list_images(tmp_path)
   image_io.write_image(tmp_path / 'b' / 'deep.png', _gradient())
