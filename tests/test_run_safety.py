@@ -172,3 +172,20 @@ def test_ctrl_c_during_training_prints_one_line(tmp_path, tiny_run_config):
   assert last.startswith(f'train: interrupted; the last checkpoint is {workdir}/checkpoints/'
                          'phase1/') and last.endswith('Run the same command again to '
                                                       'resume from it.')
+
+
+def test_ctrl_c_in_any_other_command_is_one_line_and_status_130():
+  """infer.py, eval.py and the other commands share the handler of `commands.run_app`."""
+  script = ('from srrgan_jax import commands\n'
+            'def main(argv):\n'
+            '  raise KeyboardInterrupt\n'
+            'commands.user_errors_as_one_line(main)([])\n'
+            'print("not reached")\n')
+  result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          cwd=pathlib.Path(__file__).resolve().parent.parent, timeout=120,
+                          check=False)
+  assert result.returncode == 130, result.stderr
+  assert result.stderr.strip().splitlines() == [
+      'srrgan: interrupted; the files it wrote are complete (each is written whole). Run '
+      'the same command again to finish.']
+  assert 'not reached' not in result.stdout

@@ -6,6 +6,7 @@ and a non-zero exit status; any other exception is a bug and keeps its
 traceback. `--verbose` shows the traceback of user errors too.
 """
 
+import os
 import re
 import sys
 import traceback
@@ -110,6 +111,13 @@ def user_errors_as_one_line(main, user_errors: tuple[type[Exception], ...] = ())
       if _VERBOSE.value:
         traceback.print_exc()
       sys.exit(f'{_name[0]}: error: {error}')
+    except KeyboardInterrupt:  # Ctrl-C (train.py says more: which checkpoint it resumes).
+      print(f'{_name[0]}: interrupted; the files it wrote are complete (each is written '
+            'whole). Run the same command again to finish.', file=sys.stderr, flush=True)
+      sys.stdout.flush()
+      # As in train.py: the interpreter's teardown with JAX's threads mid-call can
+      # crash; 130 = 128 + SIGINT, as shells report it.
+      os._exit(130)  # pylint: disable=protected-access
 
   return guarded
 
