@@ -359,14 +359,17 @@ def run(input_path, output_path, *, workdir: str = '', checkpoint: str = '',
     except image_io.ImageReadError as e:
       raise InferenceError(str(e)) from e
   summary = Summary()
+  # The model is loaded, so checked, even when every output exists already: a
+  # wrong --workdir, --checkpoint or --member is an error on every run.
+  if onnx:
+    from srrgan_jax import onnx_inference  # onnxruntime loads only when asked for.
+    upscaler = onnx_inference.upscaler(onnx, tile=tile, overlap=overlap,
+                                       batch_size=batch_size)
+  else:
+    config, params = load_model(workdir=workdir, checkpoint=checkpoint, use_ema=use_ema,
+                                interpolate=interpolate, member=member)
   if todo:
-    if onnx:
-      from srrgan_jax import onnx_inference  # onnxruntime loads only when asked for.
-      upscaler = onnx_inference.upscaler(onnx, tile=tile, overlap=overlap,
-                                         batch_size=batch_size)
-    else:
-      config, params = load_model(workdir=workdir, checkpoint=checkpoint, use_ema=use_ema,
-                                  interpolate=interpolate, member=member)
+    if not onnx:
       upscaler = Upscaler(config, params, tile=tile, overlap=overlap,
                           batch_size=batch_size, compute_dtype=compute_dtype)
     # `todo` holds only outputs to write (missing, incomplete, or --overwrite).

@@ -14,6 +14,7 @@ import fake_run
 from configs import tiny
 from srrgan_jax import checkpoints
 from srrgan_jax import degradation
+from srrgan_jax import errors
 from srrgan_jax import eval_sets
 from srrgan_jax import files
 from srrgan_jax import image_io
@@ -161,9 +162,6 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path, upscaler):
   assert cv2.imread(str(target)).shape == (2, 2, 3)
   summary = inference.upscale_files(upscaler, jobs, overwrite=True, show_progress=False)
   assert summary.written == [target] and cv2.imread(str(target)).shape == (32, 32, 3)
-  # Nothing left to do: the model is not even loaded.
-  summary = inference.run(tmp_path / 'a.png', tmp_path / 'out', checkpoint='/nonexistent')
-  assert summary.existing == [target] and not summary.written
 
 
 def test_output_names_keep_folders_and_follow_suffix_and_ext(tmp_path):
@@ -269,6 +267,17 @@ def test_a_hard_link_of_the_input_is_never_the_output(tmp_path):
   with pytest.raises(inference.InferenceError, match='the output would replace the input'):
     inference.run(tmp_path / 'in', tmp_path / 'out', overwrite=True, checkpoint='/nonexistent')
   assert (tmp_path / 'in' / 'a.png').read_bytes() == before
+
+
+def test_a_wrong_model_is_an_error_even_when_every_output_exists(tmp_path, checkpoint):
+  write(tmp_path / 'in' / 'a.png', random_pixels((16, 16, 3)))
+  inference.run(tmp_path / 'in', tmp_path / 'out', checkpoint=checkpoint, show_progress=False)
+  summary = inference.run(tmp_path / 'in', tmp_path / 'out', checkpoint=checkpoint,
+                          show_progress=False)
+  assert not summary.written and [p.name for p in summary.existing] == ['a.png']
+  with pytest.raises(errors.UserError, match='nonexistent'):
+    inference.run(tmp_path / 'in', tmp_path / 'out', checkpoint=str(tmp_path / 'nonexistent'),
+                  show_progress=False)
 
 
 def test_a_partial_output_is_written_again_and_writes_are_atomic(tmp_path, checkpoint,
