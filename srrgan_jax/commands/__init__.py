@@ -112,14 +112,22 @@ def user_errors_as_one_line(main, user_errors: tuple[type[Exception], ...] = ())
         traceback.print_exc()
       sys.exit(f'{_name[0]}: error: {error}')
     except KeyboardInterrupt:  # Ctrl-C (train.py says more: which checkpoint it resumes).
-      print(f'{_name[0]}: interrupted; the files it wrote are complete (each is written '
-            'whole). Run the same command again to finish.', file=sys.stderr, flush=True)
-      sys.stdout.flush()
-      # As in train.py: the interpreter's teardown with JAX's threads mid-call can
-      # crash; 130 = 128 + SIGINT, as shells report it.
-      os._exit(130)  # pylint: disable=protected-access
+      exit_interrupted(f'{_name[0]}: interrupted; the files it wrote are complete (each is '
+                       'written whole). Run the same command again to finish.')
 
   return guarded
+
+
+def exit_interrupted(message: str) -> None:
+  """Prints `message` (one line) and leaves at once with status 130 (128 + SIGINT).
+
+  Call it once the command's files are complete: the interpreter's teardown is
+  skipped, which with JAX's, XLA's and Orbax's threads still alive crashed now
+  and then (SIGSEGV, or a traceback from an Orbax thread) on a loaded machine.
+  """
+  print(message, file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(130)  # pylint: disable=protected-access
 
 
 def run_app(main, module_name: str, name: str,

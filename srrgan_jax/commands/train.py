@@ -41,14 +41,8 @@ def main(argv):
   _handle_interrupts(_WORKDIR.value)
   try:
     loop.run(_CONFIG.value, _WORKDIR.value)
-  except KeyboardInterrupt:
-    print(interrupted_message(_WORKDIR.value), file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    # Saves have finished and the loader is closed (loop.run's cleanup); what
-    # is left is the interpreter's teardown, which with XLA's and Orbax's
-    # threads still alive crashed now and then (SIGSEGV, or a traceback from an
-    # Orbax thread) on a loaded machine. 130 = 128 + SIGINT, as shells report it.
-    os._exit(130)  # pylint: disable=protected-access
+  except KeyboardInterrupt:  # Saves have finished, the loader is closed (loop.run).
+    commands.exit_interrupted(interrupted_message(_WORKDIR.value))
 
 
 def _choose_convolutions(config) -> None:
@@ -92,8 +86,7 @@ def _handle_interrupts(workdir) -> None:
   def on_interrupt(signum, frame):
     del signum, frame
     if interrupts:
-      print(interrupted_message(workdir), file=sys.stderr, flush=True)
-      os._exit(130)  # pylint: disable=protected-access
+      commands.exit_interrupted(interrupted_message(workdir))
     interrupts.append(True)
     raise KeyboardInterrupt
 
