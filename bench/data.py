@@ -170,13 +170,12 @@ def staged_sample(clock, pixels, sample_index, *, seed, patch_size, scale, augme
                   degradation_cfg, height=None):
   """`data.training_sample` split into timed stages (same calls, same random draws)."""
   # pylint: disable=protected-access
-  words = [seed % 2**64, sample_index]
-  rng = clock.run('rng_setup', np.random.default_rng, words + [data._AUGMENT_STREAM])
+  rng = clock.run('rng_setup', data.sample_rng, seed, sample_index, data._AUGMENT_STREAM)
   patch = clock.run('crop_flip_rot', augment.random_geometry, pixels, patch_size, rng,
                     augment_cfg, height=height)
   hr = clock.run('to_float', data.jitter_input, patch)
   hr = clock.run('colour_jitter', augment.colour_jitter, hr, rng, augment_cfg)
-  rng = clock.run('rng_setup', np.random.default_rng, words + [data._DEGRADE_STREAM])
+  rng = clock.run('rng_setup', data.sample_rng, seed, sample_index, data._DEGRADE_STREAM)
   cfg = degradation_cfg
   if cfg.model != 'original':
     hr, lr, _ = clock.run(f'degrade_{cfg.model}', training_degradation.degrade_training,

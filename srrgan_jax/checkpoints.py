@@ -72,6 +72,11 @@ def _reading(step_dir):
     raise DamagedCheckpointError(step_dir, e) from e
 
 
+def _absolute(path) -> pathlib.Path:
+  """`path` made absolute: Orbax refuses relative ones (`--workdir runs/x`)."""
+  return pathlib.Path(os.path.abspath(os.path.expanduser(path)))
+
+
 def make_manager(directory, phase: int, *, async_save: bool = True,
                  keep_steps: Iterable[int] = (), members: int = 0) -> ocp.CheckpointManager:
   """The Orbax manager that writes phase `phase` into `directory`.
@@ -95,7 +100,7 @@ def make_manager(directory, phase: int, *, async_save: bool = True,
         enable_async_checkpointing=async_save,
         preservation_policy=policies.AnyPreservationPolicy([
             policies.LatestN(n=1), policies.CustomSteps(steps=list(keep_steps))]))
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+  return ocp.CheckpointManager(_absolute(directory), options=options,
                                item_handlers=_item_handlers())
 
 
@@ -198,7 +203,7 @@ def finished_steps(directory) -> list[tuple[int, dict]]:
     return []
   with _quiet_orbax():
     manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
+        _absolute(directory),
         options=ocp.CheckpointManagerOptions(read_only=True, create=False))
     try:
       return [(step, dict(manager.metadata(step).metrics or {}))
@@ -211,11 +216,6 @@ def val_loss(metrics: dict) -> Optional[float]:
   """The validation loss saved with a checkpoint, or None (phase 3, or NaN)."""
   value = metrics.get(VAL_LOSS)
   return None if value is None or math.isnan(value) else float(value)
-
-
-def _absolute(step_dir) -> pathlib.Path:
-  """`step_dir` as an absolute path: Orbax refuses relative ones (`--workdir runs/x`)."""
-  return pathlib.Path(os.path.abspath(os.path.expanduser(step_dir)))
 
 
 def _step_checkpointer() -> ocp.Checkpointer:

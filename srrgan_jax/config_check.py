@@ -300,26 +300,26 @@ def _check_consistency(c) -> None:
   m = c.model
   if len(m.decoder_channels) != len(m.encoder_channels):
     reject('model.decoder_channels', tuple(m.decoder_channels),
-          f'one entry per encoder stage ({len(m.encoder_channels)}, as '
-          f'model.encoder_channels={tuple(m.encoder_channels)})')
+           f'one entry per encoder stage ({len(m.encoder_channels)}, as '
+           f'model.encoder_channels={tuple(m.encoder_channels)})')
   if len(c.disc.strides) != len(c.disc.channels):
     reject('disc.strides', tuple(c.disc.strides),
-          f'one stride per entry of disc.channels ({len(c.disc.channels)})')
+           f'one stride per entry of disc.channels ({len(c.disc.channels)})')
   multiple = c.scale * 2 ** len(m.encoder_channels)
   if c.data.patch_size % multiple:
     reject('data.patch_size', c.data.patch_size,
-          f'a multiple of {multiple} (scale {c.scale} x 2 per encoder stage)')
+           f'a multiple of {multiple} (scale {c.scale} x 2 per encoder stage)')
   layers = _vgg19_layers()
   taps = tuple(c.loss.perceptual_layers)
   if not taps or any(t not in layers for t in taps):
     reject('loss.perceptual_layers', taps, f'a non-empty tuple of VGG19 layers: '
-          f'{", ".join(layers)}')
+           f'{", ".join(layers)}')
   if len(c.loss.perceptual_layer_weights) != len(taps):
     reject('loss.perceptual_layer_weights', tuple(c.loss.perceptual_layer_weights),
-          f'one weight per entry of loss.perceptual_layers ({len(taps)})')
+           f'one weight per entry of loss.perceptual_layers ({len(taps)})')
   if c.inference.tile and c.inference.overlap >= c.inference.tile:
     reject('inference.overlap', c.inference.overlap,
-          f'smaller than inference.tile ({c.inference.tile})')
+           f'smaller than inference.tile ({c.inference.tile})')
 
 
 def check_config(config, *, known_fields_only: bool = True) -> None:

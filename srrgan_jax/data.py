@@ -156,13 +156,15 @@ def _plain(config_block) -> Any:
   return argparse.Namespace(**config_block.to_dict())
 
 
-def _augment_rng(seed: int, sample_index: int) -> np.random.Generator:
-  return np.random.default_rng([seed % 2**64, sample_index, _AUGMENT_STREAM])
+def sample_rng(seed: int, sample_index: int, stream: int) -> np.random.Generator:
+  """The generator of one of a sample's random streams (_AUGMENT_STREAM, _DEGRADE_STREAM)."""
+  return np.random.default_rng([seed % 2**64, sample_index, stream])
 
 
 def crop_bottom(height: int, sample_index: int, *, seed: int, patch_size: int) -> int:
   """How many top rows of a `height`-row image sample `sample_index`'s crop needs."""
-  return augment.random_top(height, patch_size, _augment_rng(seed, sample_index)) + patch_size
+  rng = sample_rng(seed, sample_index, _AUGMENT_STREAM)
+  return augment.random_top(height, patch_size, rng) + patch_size
 
 
 def training_sample(pixels: np.ndarray, sample_index: int, *, seed: int,
@@ -173,14 +175,13 @@ def training_sample(pixels: np.ndarray, sample_index: int, *, seed: int,
   `pixels` is the decoded image (`decode_pixels`) of the sample's record, or
   its top `crop_bottom(height, ...)` rows or more, with `height` its full height.
   """
-  words = [seed % 2**64, sample_index]
-  rng = _augment_rng(seed, sample_index)
+  rng = sample_rng(seed, sample_index, _AUGMENT_STREAM)
   patch, geometry = augment.random_geometry(pixels, patch_size, rng, augment_cfg,
                                             height=height, return_params=True)
   hr, colour = augment.colour_jitter(jitter_input(patch), rng, augment_cfg,
                                      return_params=True)
   hr, lr, degrade = training_degradation.degrade_training(
-      hr, np.random.default_rng(words + [_DEGRADE_STREAM]), degradation_cfg, scale)
+      hr, sample_rng(seed, sample_index, _DEGRADE_STREAM), degradation_cfg, scale)
   if return_params:
     return hr, lr, {**geometry, **colour, **degrade}
   return hr, lr
@@ -250,8 +251,13 @@ class _LoadBatch(grain.transforms.Map):
     self._recent: dict[str, tuple[np.ndarray, Optional[int]]] = {}
 
   def _rows_needed(self, refs) -> dict[str, int]:
-    """{path: rows from the top that the batch's crops of it need} for images of known height."""
+    """{path: rows from the top that the batch's crops of it need} for images of known height.
+
+    Empty with the decoded-image cache, which maps whole images.
+    """
     rows = {}
+    if self._cache is not None:
+      return rows
     for path, sample_index in refs:
       if path in self._heights:
         bottom = crop_bottom(self._heights[path], sample_index, seed=self._seed,
@@ -262,9 +268,9 @@ class _LoadBatch(grain.transforms.Map):
   def _top_rows(self, path: str, rows: Optional[int]) -> tuple[np.ndarray, Optional[int]]:
     """(pixels, the full height if `pixels` holds only the top rows, else None) of `path`.
 
-    Decodes only the top `rows` rows where the file allows it (8-bit PNGs, no
-    decoded-image cache): a crop near the top of a tall photo then costs a
-    fraction of a whole decode. Raises ImageReadError as `_pixels_of` does.
+    Decodes only the top `rows` rows (None: all) where the file allows it (8-bit
+    PNGs): a crop near the top of a tall photo then costs a fraction of a whole
+    decode. Raises ImageReadError as `_pixels_of` does.
     """
     if path in self._recent:
       pixels, partial_height = self._recent[path]
@@ -272,7 +278,7 @@ class _LoadBatch(grain.transforms.Map):
         return pixels, partial_height
     height = self._heights.get(path)
     pixels = None
-    if self._cache is None and rows is not None and height is not None and rows < height:
+    if rows is not None and height is not None and rows < height:
       pixels = image_io.decode_png_top_rows(path, rows, height)
     if pixels is None:
       decoded = _pixels_of(path, self._cache), None

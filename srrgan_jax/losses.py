@@ -30,7 +30,6 @@ def perceptual_loss(vgg_params, pred: jax.Array, target: jax.Array,
   prediction's pass is differentiated (one shared batch of 2B would pull the
   backward pass through the target rows too).
   """
-  _check_layer_weights(layers, layer_weights)
   if pred.shape != target.shape:
     raise ValueError(f'pred {pred.shape} and target {target.shape} differ in shape')
   return perceptual_loss_to_features(vgg_params, pred,
